@@ -1,0 +1,1 @@
+"""ComfyUI custom nodes for SPADE (see spade_nodes/nodes.py once implemented)."""
