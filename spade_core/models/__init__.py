@@ -1,1 +1,22 @@
-"""spade_core.models"""
+"""The SPADE networks: generator, VAE style encoder, multi-scale discriminator."""
+
+from .blocks import SPADEResnetBlock
+from .discriminator import MultiscaleDiscriminator, NLayerDiscriminator
+from .encoder import SPADEEncoder, reparameterize
+from .generator import SPADEGenerator, latent_size
+from .normalization import SPADE
+from .presets import available_presets, preset_options, register_preset
+
+__all__ = [
+    "SPADE",
+    "SPADEResnetBlock",
+    "SPADEGenerator",
+    "SPADEEncoder",
+    "MultiscaleDiscriminator",
+    "NLayerDiscriminator",
+    "reparameterize",
+    "latent_size",
+    "available_presets",
+    "preset_options",
+    "register_preset",
+]

@@ -1,0 +1,191 @@
+"""SPADEGenerator: semantic map (+ optional style code z) -> image in [-1, 1]."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from .blocks import SPADEResnetBlock
+from .layers import PARAM_FREE_NORMS, init_weights
+
+UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
+
+
+def latent_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: str) -> tuple[int, int]:
+    """(height, width) of the first feature map, as the reference computes it.
+
+    ``round`` is Python's (half to even): crop 320, aspect 2, 'more' gives height round(2.5) = 2.
+    """
+    n = UPSAMPLING_LAYERS[num_upsampling_layers]
+    sw = crop_size // (2**n)
+    sh = round(sw / aspect_ratio)
+    return sh, sw
+
+
+class SPADEGenerator(ModelMixin, ConfigMixin):
+    """The SPADE generator: a stack of SPADE residual blocks upsampling from a small latent map.
+
+    The latent map is either the downsampled semantic map through a 3x3 conv (``use_vae=False``)
+    or a linear projection of a style code ``z`` (``use_vae=True``). Channel widths are
+    16·ngf -> ... -> ngf (-> ngf/2 with 'most' upsampling).
+    """
+
+    config_name = "config.json"
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        label_nc: int = 182,
+        contain_dontcare_label: bool = True,
+        use_instance: bool = True,
+        ngf: int = 64,
+        z_dim: int = 256,
+        use_vae: bool = False,
+        crop_size: int = 256,
+        aspect_ratio: float = 1.0,
+        num_upsampling_layers: str = "normal",
+        spectral_norm: bool = True,
+        param_free_norm: str = "syncbatch",
+        spade_kernel_size: int = 3,
+        spade_hidden_nc: int = 128,
+        init_type: str = "xavier",
+        init_gain: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if num_upsampling_layers not in UPSAMPLING_LAYERS:
+            raise ValueError(
+                f"num_upsampling_layers must be one of {', '.join(UPSAMPLING_LAYERS)}, got {num_upsampling_layers!r}"
+            )
+        if param_free_norm not in PARAM_FREE_NORMS:
+            raise ValueError(f"param_free_norm must be one of {', '.join(PARAM_FREE_NORMS)}, got {param_free_norm!r}")
+        sh, sw = latent_size(crop_size, aspect_ratio, num_upsampling_layers)
+        if sh < 1 or sw < 1:
+            raise ValueError(
+                f"crop_size {crop_size} with aspect_ratio {aspect_ratio} and {num_upsampling_layers!r} upsampling "
+                f"gives an empty latent map: use crop_size >= {2 ** UPSAMPLING_LAYERS[num_upsampling_layers]}"
+            )
+        self.num_up = UPSAMPLING_LAYERS[num_upsampling_layers]
+        self.sh, self.sw = sh, sw
+        nf = ngf
+        sem = self.semantic_nc
+        block = dict(
+            semantic_nc=sem,
+            spectral_norm=spectral_norm,
+            param_free_norm=param_free_norm,
+            spade_kernel_size=spade_kernel_size,
+            spade_hidden_nc=spade_hidden_nc,
+        )
+        if use_vae:
+            self.fc = nn.Linear(z_dim, 16 * nf * sw * sh)
+        else:
+            self.fc = nn.Conv2d(sem, 16 * nf, 3, padding=1)
+        self.head_0 = SPADEResnetBlock(16 * nf, 16 * nf, **block)
+        self.G_middle_0 = SPADEResnetBlock(16 * nf, 16 * nf, **block)
+        self.G_middle_1 = SPADEResnetBlock(16 * nf, 16 * nf, **block)
+        self.up_0 = SPADEResnetBlock(16 * nf, 8 * nf, **block)
+        self.up_1 = SPADEResnetBlock(8 * nf, 4 * nf, **block)
+        self.up_2 = SPADEResnetBlock(4 * nf, 2 * nf, **block)
+        self.up_3 = SPADEResnetBlock(2 * nf, 1 * nf, **block)
+        final_nc = nf
+        if num_upsampling_layers == "most":
+            self.up_4 = SPADEResnetBlock(1 * nf, nf // 2, **block)
+            final_nc = nf // 2
+        self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
+        self.gradient_checkpointing = False
+        init_weights(self, init_type, init_gain)
+
+    @property
+    def semantic_nc(self) -> int:
+        """Input channels: classes, + don't-care, + instance edges (the reference's order)."""
+        cfg = self.config
+        return cfg.label_nc + int(cfg.contain_dontcare_label) + int(cfg.use_instance)
+
+    @property
+    def size_multiple(self) -> int:
+        """Output sides must be multiples of this (2 ** number of upsamplings)."""
+        return 2**self.num_up
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """(height, width) the model was trained at."""
+        return self.sh * self.size_multiple, self.sw * self.size_multiple
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise a ValueError naming the sizes that work if (height, width) is unsupported."""
+        m = self.size_multiple
+        if self.config.use_vae:
+            if (height, width) != self.native_size:
+                nh, nw = self.native_size
+                raise ValueError(
+                    f"this model maps its style code to a fixed {nh}x{nw} (HxW) layout and cannot make {height}x{width}: "
+                    f"resize the segmap to {nw}x{nh} (WxH) or omit height/width"
+                )
+            return
+        if height % m or width % m or height < m or width < m:
+            raise ValueError(
+                f"size {height}x{width} (HxW) is not supported: both sides must be positive multiples of {m} "
+                f"(e.g. {max(m, height // m * m)}x{max(m, width // m * m)}); the native size is "
+                f"{self.native_size[0]}x{self.native_size[1]}"
+            )
+
+    def _check_inputs(self, semantics: torch.Tensor, z: torch.Tensor | None) -> None:
+        if semantics.dim() != 4 or semantics.shape[1] != self.semantic_nc:
+            raise ValueError(
+                f"semantics must be a one-hot map (N, {self.semantic_nc}, H, W) for this model "
+                f"(label_nc {self.config.label_nc}, don't-care {self.config.contain_dontcare_label}, "
+                f"instance edges {self.config.use_instance}); got shape {tuple(semantics.shape)}: "
+                "build it with spade_core.segmap.one_hot_semantics"
+            )
+        self.check_size(semantics.shape[2], semantics.shape[3])
+        if z is not None and (z.dim() != 2 or z.shape != (semantics.shape[0], self.config.z_dim)):
+            raise ValueError(
+                f"z must have shape (N, {self.config.z_dim}) with N = {semantics.shape[0]}, got {tuple(z.shape)}"
+            )
+
+    def _block(self, block: nn.Module, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, x, seg, use_reentrant=False)
+        return block(x, seg)
+
+    def forward(self, semantics: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """semantics (N, semantic_nc, H, W) float one-hot; z (N, z_dim) or None -> (N, 3, H, W) in [-1, 1].
+
+        With ``use_vae`` a missing ``z`` is drawn from N(0, 1). At the native size the result is
+        the reference's; other sizes (multiples of ``size_multiple``) scale the latent map.
+        """
+        self._check_inputs(semantics, z)
+        seg = semantics
+        up = self.size_multiple
+        sh, sw = seg.shape[2] // up, seg.shape[3] // up
+        if self.config.use_vae:
+            if z is None:
+                z = torch.randn(seg.shape[0], self.config.z_dim, device=seg.device, dtype=seg.dtype)
+            x = self.fc(z).view(-1, 16 * self.config.ngf, self.sh, self.sw)
+        else:
+            x = self.fc(F.interpolate(seg, size=(sh, sw), mode="nearest"))
+
+        x = self._block(self.head_0, x, seg)
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = self._block(self.G_middle_0, x, seg)
+        if self.config.num_upsampling_layers in ("more", "most"):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = self._block(self.G_middle_1, x, seg)
+        ups = [self.up_0, self.up_1, self.up_2, self.up_3]
+        if self.config.num_upsampling_layers == "most":
+            ups.append(self.up_4)
+        for block in ups:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self._block(block, x, seg)
+        x = self.conv_img(F.leaky_relu(x, 0.2))
+        return torch.tanh(x)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "SPADEGenerator":
+        """The reference configuration of a preset ('ade20k', 'coco', 'cityscapes', ...) with overrides."""
+        from .presets import build_from_preset, generator_kwargs
+
+        return build_from_preset(cls, generator_kwargs, name, overrides)
