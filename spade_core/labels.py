@@ -1,0 +1,381 @@
+"""Label sets: class names, palettes and the raw-id -> class-index mapping of each dataset.
+
+A `LabelSet` is the one place that knows how a dataset encodes its classes: which raw ids
+exist, which one is "don't care", which colour each class gets, and whether the model also
+consumes an instance-edge channel. It travels with the weights (a pipeline folder's
+`model_index.json`), so a loaded model knows its classes and colours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from functools import cached_property
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LabelSet",
+    "available_label_sets",
+    "get_label_set",
+    "register_label_set",
+]
+
+_UNKNOWN_POLICIES = ("error", "dontcare")
+_BLACK = (0, 0, 0)
+
+
+def _hex(color: tuple[int, int, int]) -> str:
+    return "#{:02X}{:02X}{:02X}".format(*color)
+
+
+def _fmt_values(values: np.ndarray, limit: int = 5) -> str:
+    """Comma-separated sorted values, the first `limit` of them, then how many more."""
+    vals = [str(int(v)) for v in values[:limit]]
+    more = len(values) - limit
+    return ", ".join(vals) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _is_integer_tensor(t: torch.Tensor) -> bool:
+    return not (t.dtype == torch.bool or t.is_floating_point() or t.is_complex())
+
+
+def _to_numpy_int(array: Any, what: str) -> np.ndarray:
+    """numpy/torch integer array -> numpy int64 array; rejects bool, float and other types."""
+    if isinstance(array, torch.Tensor):
+        if not _is_integer_tensor(array):
+            raise ValueError(
+                f"{what} must hold integers, got a torch {array.dtype} tensor: "
+                "convert it with .long() (rounding first if the values are floats)"
+            )
+        return array.detach().cpu().to(torch.int64).numpy()
+    if isinstance(array, np.ndarray):
+        if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(
+                f"{what} must hold integers, got a numpy {array.dtype} array: "
+                "convert it with .astype(np.int64) (rounding first if the values are floats)"
+            )
+        return array.astype(np.int64, copy=False)
+    raise ValueError(
+        f"{what} must be a numpy array or torch tensor of integers, got {type(array).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Classes of a dataset: names, RGB palette, don't-care handling and instance use.
+
+    Class indices run 0..label_nc-1; with `contain_dontcare_label` index `label_nc` is the
+    don't-care class (the reference's extra one-hot channel). Raw dataset ids map to class
+    indices as `raw - raw_id_offset`, except the ids in `dontcare_raw_ids`, which map to
+    don't-care. Where several classes share a colour (Cityscapes' void ids, ADE20K's road and
+    skyscraper), colour lookup gives the lowest index.
+    """
+
+    name: str  # registry key, e.g. "ade20k"
+    class_names: tuple[str, ...]  # one per class index 0..label_nc-1
+    palette: tuple[tuple[int, int, int], ...]  # one RGB colour per class index
+    contain_dontcare_label: bool  # an extra don't-care channel at index label_nc
+    use_instance: bool  # the model consumes an instance-edge channel (last)
+    dontcare_raw_ids: tuple[int, ...] = ()  # raw dataset ids that mean don't-care
+    raw_id_offset: int = 0  # class index = raw id - offset (ADE20K: 1)
+    description: str = ""  # provenance, shown in model cards
+
+    def __post_init__(self) -> None:
+        """Validate, and store lists (e.g. from JSON) as tuples so the set stays hashable."""
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a LabelSet needs a non-empty string name: pass name='my_labels'")
+        names = tuple(str(n) for n in self.class_names)
+        palette = tuple(tuple(int(c) for c in color) for color in self.palette)
+        if not names:
+            raise ValueError(f"label set '{self.name}' has no classes: pass at least one class name")
+        if len(palette) != len(names):
+            raise ValueError(
+                f"label set '{self.name}' has {len(names)} class names but {len(palette)} palette "
+                "colours: give exactly one RGB colour per class"
+            )
+        for i, color in enumerate(palette):
+            if len(color) != 3 or not all(0 <= c <= 255 for c in color):
+                raise ValueError(
+                    f"label set '{self.name}': palette entry {i} ({names[i]!r}) is {color}, "
+                    "not an (r, g, b) triple of 0..255 integers: fix the palette"
+                )
+        dontcare_ids = tuple(int(i) for i in self.dontcare_raw_ids)
+        if dontcare_ids and not self.contain_dontcare_label:
+            raise ValueError(
+                f"label set '{self.name}' lists don't-care raw ids {dontcare_ids} but "
+                "contain_dontcare_label is False: set contain_dontcare_label=True or drop them"
+            )
+        object.__setattr__(self, "class_names", names)
+        object.__setattr__(self, "palette", palette)
+        object.__setattr__(self, "dontcare_raw_ids", dontcare_ids)
+        object.__setattr__(self, "raw_id_offset", int(self.raw_id_offset))
+        object.__setattr__(self, "contain_dontcare_label", bool(self.contain_dontcare_label))
+        object.__setattr__(self, "use_instance", bool(self.use_instance))
+
+    @property
+    def label_nc(self) -> int:
+        """Number of real classes (the reference's `label_nc`)."""
+        return len(self.class_names)
+
+    @property
+    def semantic_nc(self) -> int:
+        """Channels of the one-hot input: classes, then don't-care, then the instance edge."""
+        return self.label_nc + int(self.contain_dontcare_label) + int(self.use_instance)
+
+    @property
+    def dontcare_index(self) -> int | None:
+        """Class index of don't-care (`label_nc`), or None when the set has none."""
+        return self.label_nc if self.contain_dontcare_label else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict; `LabelSet.from_dict` turns it back into an equal set."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "contain_dontcare_label": self.contain_dontcare_label,
+            "use_instance": self.use_instance,
+            "dontcare_raw_ids": list(self.dontcare_raw_ids),
+            "raw_id_offset": self.raw_id_offset,
+            "class_names": list(self.class_names),
+            "palette": [list(c) for c in self.palette],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabelSet:
+        """Build a LabelSet from `to_dict` output (e.g. read back from JSON)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a label set dict is needed, got {type(d).__name__}: pass LabelSet.to_dict() output")
+        allowed = {f.name for f in fields(cls) if f.init}
+        required = {"name", "class_names", "palette", "contain_dontcare_label", "use_instance"}
+        missing = sorted(required - d.keys())
+        unknown = sorted(d.keys() - allowed)
+        if missing or unknown:
+            problem = f"missing keys {missing}" if missing else f"unknown keys {unknown}"
+            raise ValueError(
+                f"not a label set dict ({problem}): expected the keys of LabelSet.to_dict(), "
+                f"i.e. {sorted(allowed)}"
+            )
+        return cls(**d)
+
+    @cached_property
+    def _tables(self) -> dict[str, np.ndarray]:
+        """Lookup tables, built once per set: sorted colour keys for exact lookup, and the LUT."""
+        colors = list(self.palette)
+        targets = list(range(self.label_nc))
+        if self.contain_dontcare_label and _BLACK not in self.palette:
+            colors.append(_BLACK)  # colorize shows don't-care black, so black reads back as it
+            targets.append(self.label_nc)
+        cand = np.asarray(colors, dtype=np.int64)  # (K, 3)
+        keys = (cand[:, 0] << 16) | (cand[:, 1] << 8) | cand[:, 2]
+        uniq, first = np.unique(keys, return_index=True)  # first occurrence = lowest index
+        lut = np.zeros((self.label_nc + 1, 3), dtype=np.uint8)  # last row: don't-care, black
+        lut[: self.label_nc] = np.asarray(self.palette, dtype=np.uint8)
+        return {
+            "keys": uniq,
+            "key_targets": np.asarray(targets, dtype=np.int64)[first],
+            "cand": cand,
+            "cand_targets": np.asarray(targets, dtype=np.int64),
+            "colorize": lut,
+        }
+
+    def range_text(self) -> str:
+        """Human-readable class range for messages, e.g. '150 classes (0..149, 150 = don't-care)'."""
+        text = f"{self.label_nc} classes (0..{self.label_nc - 1}"
+        if self.contain_dontcare_label:
+            text += f", {self.label_nc} = don't-care"
+        return text + ")"
+
+    def raw_to_labels(self, raw: np.ndarray | torch.Tensor, unknown: str = "error") -> torch.Tensor:
+        """Raw dataset ids (any shape) -> int64 class indices, don't-care ids -> `label_nc`.
+
+        Ids outside the set raise ValueError, or become don't-care with `unknown="dontcare"`.
+        """
+        self.check_unknown_policy(unknown)
+        device = raw.device if isinstance(raw, torch.Tensor) else torch.device("cpu")
+        ids = torch.from_numpy(_to_numpy_int(raw, "raw label ids"))
+        labels = ids - self.raw_id_offset
+        dontcare = torch.zeros_like(ids, dtype=torch.bool)
+        for raw_id in self.dontcare_raw_ids:
+            dontcare |= ids == raw_id
+        bad = ~dontcare & ((labels < 0) | (labels >= self.label_nc))
+        if bool(bad.any()):
+            if unknown == "error":
+                first = self.raw_id_offset
+                accepted = f"raw ids {first}..{first + self.label_nc - 1}"
+                if self.dontcare_raw_ids:
+                    accepted += f" and {', '.join(map(str, self.dontcare_raw_ids))} (don't-care)"
+                fix = "pass unknown='dontcare' or remap labels" if self.contain_dontcare_label else (
+                    f"remap labels to {accepted} (this set has no don't-care class)"
+                )
+                raise ValueError(
+                    f"found raw label(s) {_fmt_values(np.unique(ids[bad].numpy()))} but the label set "
+                    f"'{self.name}' accepts {accepted}, i.e. {self.range_text()}: {fix}"
+                )
+            dontcare |= bad
+        labels[dontcare] = self.label_nc
+        return labels.to(device)
+
+    def check_unknown_policy(self, unknown: str) -> None:
+        """Reject an `unknown=` policy this set cannot honour ('dontcare' needs a don't-care class)."""
+        if unknown not in _UNKNOWN_POLICIES:
+            raise ValueError(f"unknown={unknown!r} is not supported: pass 'error' or 'dontcare'")
+        if unknown == "dontcare" and not self.contain_dontcare_label:
+            raise ValueError(
+                f"unknown='dontcare' needs a don't-care class but the label set '{self.name}' has "
+                f"none: pass unknown='error' and remap labels to 0..{self.label_nc - 1}"
+            )
+
+    def validate_labels(self, labels: torch.Tensor, unknown: str = "error") -> torch.Tensor:
+        """Check int64 class indices against 0..label_nc-1 (+ don't-care); returns the labels.
+
+        Out-of-range values raise ValueError, or become don't-care with `unknown="dontcare"`.
+        """
+        self.check_unknown_policy(unknown)
+        if not isinstance(labels, torch.Tensor) or not _is_integer_tensor(labels):
+            labels = torch.from_numpy(_to_numpy_int(labels, "labels"))
+        top = self.label_nc + int(self.contain_dontcare_label)
+        bad = (labels < 0) | (labels >= top)
+        if not bool(bad.any()):
+            return labels
+        if unknown == "dontcare":
+            return labels.masked_fill(bad, self.label_nc)
+        values = np.unique(labels[bad].cpu().numpy())
+        word = "label" if len(values) == 1 else "labels"
+        fix = "pass unknown='dontcare' or remap labels" if self.contain_dontcare_label else (
+            f"remap labels to 0..{self.label_nc - 1}"
+        )
+        raw_ok = set(self.dontcare_raw_ids) | set(
+            range(self.raw_id_offset, self.raw_id_offset + self.label_nc)
+        )
+        if set(values.tolist()) <= raw_ok:
+            fix += " (if these are raw dataset ids, pass mode='raw')"
+        raise ValueError(
+            f"found {word} {_fmt_values(values)} but the label set '{self.name}' has "
+            f"{self.range_text()}: {fix}"
+        )
+
+    def colorize(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Class indices (H,W) or (N,H,W) -> uint8 RGB (..., 3) with the set's palette.
+
+        Don't-care (index `label_nc`) is shown black.
+        """
+        idx = _to_numpy_int(labels, "labels to colorize")
+        if idx.ndim not in (2, 3):
+            raise ValueError(
+                f"labels to colorize must be (H, W) or (N, H, W), got shape {tuple(idx.shape)}: "
+                "squeeze the channel dimension first"
+            )
+        top = self.label_nc + (1 if self.contain_dontcare_label else 0)
+        bad = (idx < 0) | (idx >= top)
+        if bad.any():
+            raise ValueError(
+                f"found label(s) {_fmt_values(np.unique(idx[bad]))} but the label set '{self.name}' "
+                f"has {self.range_text()}: remap labels before colorizing"
+            )
+        return self._tables["colorize"][idx]
+
+    def colors_to_labels(self, rgb: np.ndarray | torch.Tensor, nearest: bool = False) -> torch.Tensor:
+        """uint8 RGB (H,W,3) or (N,H,W,3) -> int64 class indices (H,W) or (N,H,W).
+
+        Exact palette matches first; an unknown colour raises ValueError naming it, unless
+        `nearest=True`, which snaps every pixel to the nearest palette colour (anti-aliased
+        strokes). Black maps to don't-care when the set has one and no class is black.
+        """
+        device = rgb.device if isinstance(rgb, torch.Tensor) else torch.device("cpu")
+        arr = _to_numpy_int(rgb, "colour segmap")
+        if arr.ndim not in (3, 4) or arr.shape[-1] != 3:
+            raise ValueError(
+                f"colour segmap must be (H, W, 3) or (N, H, W, 3) RGB, got shape {tuple(arr.shape)}: "
+                "drop the alpha channel or pass class indices instead"
+            )
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(
+                f"colour segmap values must be 0..255, found {int(arr.min())}..{int(arr.max())}: "
+                "pass uint8 RGB colours"
+            )
+        tables = self._tables
+        keys = (arr[..., 0] << 16) | (arr[..., 1] << 8) | arr[..., 2]
+        uniq, inverse = np.unique(keys.reshape(-1), return_inverse=True)
+        pos = np.clip(np.searchsorted(tables["keys"], uniq), 0, len(tables["keys"]) - 1)
+        found = tables["keys"][pos] == uniq
+        mapped = np.where(found, tables["key_targets"][pos], -1)
+        if not found.all():
+            missing = uniq[~found]
+            missing_rgb = np.stack([(missing >> 16) & 255, (missing >> 8) & 255, missing & 255], 1)
+            near = self._nearest(missing_rgb)
+            if not nearest:
+                counts = np.bincount(inverse.reshape(-1), minlength=len(uniq))[~found]
+                worst = int(np.argmax(counts))
+                color = tuple(int(c) for c in missing_rgb[worst])
+                target = int(near[worst])
+                near_name = "don't-care" if target == self.label_nc else repr(self.class_names[target])
+                near_color = _BLACK if target == self.label_nc else self.palette[target]
+                others = len(missing) - 1
+                raise ValueError(
+                    f"colour {_hex(color)} {color} in {int(counts[worst])} pixel(s)"
+                    + (f" (and {others} other unknown colour(s))" if others else "")
+                    + f" is not in the palette of label set '{self.name}'; nearest class is "
+                    f"{near_name} {_hex(near_color)}: pass nearest=True (nearest_color=True when "
+                    "coercing a segmap) to snap colours, or paint with exact palette colours"
+                )
+            mapped[~found] = near
+        out = mapped[inverse].reshape(keys.shape)
+        return torch.from_numpy(out).to(device)
+
+    def _nearest(self, colors: np.ndarray) -> np.ndarray:
+        """Class index of the nearest palette colour (squared RGB distance) for each (M,3) colour."""
+        tables = self._tables
+        dist = ((colors[:, None, :] - tables["cand"][None, :, :]) ** 2).sum(-1)  # (M, K)
+        return tables["cand_targets"][np.argmin(dist, axis=1)]
+
+    def legend(self) -> list[tuple[int, str, tuple[int, int, int]]]:
+        """(index, name, colour) for every class, e.g. for a UI palette or a model card."""
+        return [(i, n, c) for i, (n, c) in enumerate(zip(self.class_names, self.palette))]
+
+
+_BUILTIN_FILES = {"ade20k": "ade20k.json", "coco": "coco.json", "cityscapes": "cityscapes.json"}
+_REGISTRY: dict[str, LabelSet] = {}
+
+
+def _load_builtin(name: str) -> LabelSet:
+    path = resources.files("spade_core") / "assets" / "labels" / _BUILTIN_FILES[name]
+    return LabelSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def available_label_sets() -> list[str]:
+    """Names accepted by `get_label_set`: the built-ins and every registered set."""
+    return sorted(set(_BUILTIN_FILES) | set(_REGISTRY))
+
+
+def get_label_set(name: str | LabelSet) -> LabelSet:
+    """The label set called `name` (case-insensitive); a LabelSet passes through unchanged."""
+    if isinstance(name, LabelSet):
+        return name
+    key = str(name).lower()
+    if key not in _REGISTRY:
+        if key not in _BUILTIN_FILES:
+            raise ValueError(
+                f"unknown label set {name!r}: pass one of {', '.join(available_label_sets())} "
+                "or register your own with register_label_set()"
+            )
+        _REGISTRY[key] = _load_builtin(key)
+    return _REGISTRY[key]
+
+
+def register_label_set(label_set: LabelSet, overwrite: bool = False) -> None:
+    """Make `label_set` available by its name; re-registering an equal set is a no-op."""
+    if not isinstance(label_set, LabelSet):
+        raise ValueError(f"register_label_set needs a LabelSet, got {type(label_set).__name__}")
+    key = label_set.name.lower()
+    if not overwrite and key in set(_BUILTIN_FILES) | set(_REGISTRY):
+        if get_label_set(key) == label_set:
+            return
+        raise ValueError(
+            f"a different label set named {label_set.name!r} is already registered: "
+            "choose another name or pass overwrite=True"
+        )
+    _REGISTRY[key] = label_set
