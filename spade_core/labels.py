@@ -337,7 +337,12 @@ class LabelSet:
         return [(i, n, c) for i, (n, c) in enumerate(zip(self.class_names, self.palette))]
 
 
-_BUILTIN_FILES = {"ade20k": "ade20k.json", "coco": "coco.json", "cityscapes": "cityscapes.json"}
+_BUILTIN_FILES = {
+    "ade20k": "ade20k.json",
+    "coco": "coco.json",
+    "cityscapes": "cityscapes.json",
+    "landscape": "landscape.json",
+}
 _REGISTRY: dict[str, LabelSet] = {}
 
 
