@@ -1,0 +1,274 @@
+"""Model cards for pipeline folders: README.md with Hub front matter, label set, metrics and usage.
+
+A card is rendered from what the folder itself holds (``model_index.json`` with the label set,
+``generator/config.json``, the weight headers), so it never disagrees with the weights. Refreshing
+a card keeps what only a person can know: the licence, datasets, metrics and the source section.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..labels import LabelSet
+from ..models.generator import UPSAMPLING_LAYERS, latent_size
+
+NVLABS_LICENSE = "cc-by-nc-sa-4.0"
+LIBRARY_NAME = "spade"
+BASE_TAGS = ("semantic-image-synthesis", "image-to-image", "gan", "spade", "gaugan", "pytorch")
+# Built-in label set -> (Hub dataset id, readable name).
+DATASETS = {"ade20k": ("ade20k", "ADE20K"), "coco": ("coco-stuff", "COCO-Stuff"), "cityscapes": ("cityscapes", "Cityscapes")}
+METRIC_NAMES = {"fid": "FID (lower is better)", "miou": "mIoU (higher is better)", "accu": "pixel accuracy"}
+_SOURCE_SECTION = re.compile(r"^## Source\n(.*?)(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+_CITATION = """@inproceedings{park2019SPADE,
+  title={Semantic Image Synthesis with Spatially-Adaptive Normalization},
+  author={Park, Taesung and Liu, Ming-Yu and Wang, Ting-Chun and Zhu, Jun-Yan},
+  booktitle={Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition},
+  year={2019}
+}"""
+
+__all__ = [
+    "NVLABS_LICENSE",
+    "read_model_card_metadata",
+    "render_model_card",
+    "write_model_card",
+]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: write the pipeline folder with save_pretrained first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}): re-save the pipeline") from None
+
+
+def _weight_count(weights: Path) -> int | None:
+    """Number of stored values in a safetensors file, read from its header only."""
+    if not weights.is_file():
+        return None
+    try:
+        from safetensors import SafetensorError, safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            total = 0
+            for key in f.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                n = 1
+                for side in f.get_slice(key).get_shape():
+                    n *= side
+                total += n
+            return total
+    except (SafetensorError, OSError):  # a broken file is reported by the loader, not by the card
+        return None
+
+
+def _native_size(cfg: dict[str, Any]) -> tuple[int, int]:
+    ups = cfg.get("num_upsampling_layers", "normal")
+    sh, sw = latent_size(int(cfg.get("crop_size", 256)), float(cfg.get("aspect_ratio", 1.0)), ups)
+    return sh * 2 ** UPSAMPLING_LAYERS[ups], sw * 2 ** UPSAMPLING_LAYERS[ups]
+
+
+def read_model_card_metadata(folder: str | Path) -> dict[str, Any]:
+    """What a refresh keeps from ``folder/README.md``: license, datasets, tags, metrics, source text."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return {}
+    try:
+        card = ModelCard.load(path)
+    except (ValueError, OSError, yaml.YAMLError):  # an unreadable card is simply replaced
+        return {}
+    data = card.data
+    kept: dict[str, Any] = {}
+    if data.license:
+        kept["license"] = data.license
+    if data.datasets:
+        kept["datasets"] = [data.datasets] if isinstance(data.datasets, str) else list(data.datasets)
+    if data.tags:
+        kept["tags"] = [t for t in data.tags if t not in BASE_TAGS]
+    if data.eval_results:
+        kept["metrics"] = {r.metric_type: r.metric_value for r in data.eval_results}
+    match = _SOURCE_SECTION.search(card.text)
+    if match and match.group(1).strip():
+        kept["source"] = match.group(1).strip()
+    return kept
+
+
+def _label_section(label_set: LabelSet) -> list[str]:
+    lines = [f"## Label set `{label_set.name}`", ""]
+    if label_set.description:
+        lines += [label_set.description, ""]
+    first = label_set.raw_id_offset
+    mapping = f"raw ids {first}..{first + label_set.label_nc - 1} are classes 0..{label_set.label_nc - 1}"
+    if label_set.dontcare_raw_ids:
+        mapping += f"; raw {', '.join(map(str, label_set.dontcare_raw_ids))} is don't-care"
+    lines += [
+        f"- {label_set.label_nc} classes"
+        + (f", plus a don't-care class (index {label_set.label_nc}, drawn black)" if label_set.contain_dontcare_label else ""),
+        f"- single-channel label maps (PIL mode L/I) hold dataset ids: {mapping}",
+        "- colour maps (RGB) use the palette below; palette images (mode P) hold class indices",
+        f"- instance maps: {'used (optional input; without one the edges come from the label map)' if label_set.use_instance else 'not used'}",
+        "",
+        "<details><summary>Classes and colours</summary>",
+        "",
+        "| index | class | colour |",
+        "| ---: | --- | --- |",
+    ]
+    lines += [f"| {i} | {name} | `#{r:02X}{g:02X}{b:02X}` |" for i, name, (r, g, b) in label_set.legend()]
+    return lines + ["", "</details>", ""]
+
+
+def render_model_card(
+    label_set: LabelSet | dict[str, Any],
+    generator_config: dict[str, Any],
+    *,
+    has_encoder: bool = False,
+    has_discriminator: bool = False,
+    license: str = "other",
+    source: str | None = None,
+    datasets: list[str] | None = None,
+    metrics: dict[str, float] | None = None,
+    repo_id: str | None = None,
+    num_weights: int | None = None,
+    tags: list[str] | None = None,
+) -> str:
+    """The README.md text (YAML front matter + Markdown) of one pipeline folder."""
+    if isinstance(label_set, dict):
+        label_set = LabelSet.from_dict(label_set)
+    cfg = generator_config
+    dataset_id, dataset_name = DATASETS.get(label_set.name, (None, label_set.name))
+    if datasets is None:
+        datasets = [dataset_id] if dataset_id else []
+    name = repo_id.split("/")[-1] if repo_id else f"spade-{label_set.name}"
+    eval_results = [
+        EvalResult(
+            task_type="image-to-image",
+            dataset_type=datasets[0] if datasets else label_set.name,
+            dataset_name=dataset_name,
+            metric_type=key,
+            metric_value=value,
+        )
+        for key, value in (metrics or {}).items()
+    ]
+    data = ModelCardData(
+        license=license,
+        library_name=LIBRARY_NAME,
+        pipeline_tag="image-to-image",
+        tags=list(BASE_TAGS) + [t for t in (tags or []) if t not in BASE_TAGS],
+        datasets=datasets or None,
+        metrics=list(metrics) if metrics else None,
+        model_name=name if eval_results else None,
+        eval_results=eval_results or None,
+    )
+    height, width = _native_size(cfg)
+    vae = bool(cfg.get("use_vae", False))
+    multiple = 2 ** UPSAMPLING_LAYERS[cfg.get("num_upsampling_layers", "normal")]
+    size_note = "fixed: the style code maps to this layout" if vae else f"any multiple of {multiple} works"
+    repo = repo_id or "path/to/this/folder"
+    if source is None:
+        source = "Converted from an NVlabs/SPADE checkpoint." if license == NVLABS_LICENSE else "Not recorded."
+    lines = [
+        f"# {name}",
+        "",
+        "SPADE (Park et al., CVPR 2019; GauGAN) semantic image synthesis: it turns a segmentation map "
+        f"of the {label_set.label_nc} classes below into a {width}x{height} image"
+        + (", optionally in the style of a reference photo." if has_encoder else "."),
+        "",
+        "## Source",
+        "",
+        source,
+        "",
+        "## Model",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| native size (W x H) | {width} x {height} ({size_note}) |",
+        f"| input channels | {label_set.semantic_nc} (classes, don't-care, instance edges) |",
+        f"| generator width (ngf) | {cfg.get('ngf')} |",
+        f"| upsampling | {cfg.get('num_upsampling_layers', 'normal')} |",
+        f"| normalization | {'spectral ' if cfg.get('spectral_norm', True) else ''}SPADE over {cfg.get('param_free_norm', 'syncbatch')} norm |",
+        f"| style encoder (VAE) | {'yes' if has_encoder else ('VAE generator, random styles only' if vae else 'no')} |",
+        f"| discriminator included | {'yes (for fine-tuning)' if has_discriminator else 'no'} |",
+    ]
+    if num_weights:
+        lines.append(f"| generator weights | {num_weights / 1e6:.2f} M values |")
+    lines.append("")
+    lines += _label_section(label_set)
+    lines += ["## Metrics", ""]
+    if metrics:
+        lines += ["| metric | value |", "| --- | ---: |"]
+        lines += [f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics.items()]
+    else:
+        lines.append("Not measured yet.")
+    style_py = '\nstyled = pipe("segmap.png", style_image="photo.jpg", seed=0).images[0]' if has_encoder else ""
+    style_cli = " --style photo.jpg" if has_encoder else ""
+    lines += [
+        "",
+        "## How to use",
+        "",
+        "```bash",
+        "pip install spade",
+        f"spade synthesize segmap.png --model {repo} --seed 0{style_cli} --out image.png",
+        "```",
+        "",
+        "```python",
+        "from spade_core import SPADEPipeline",
+        "",
+        f'pipe = SPADEPipeline.from_pretrained("{repo}")',
+        f'image = pipe("segmap.png", seed=0).images[0]{style_py}',
+        "image.save(\"image.png\")",
+        "```",
+        "",
+        "## License",
+        "",
+    ]
+    if license == NVLABS_LICENSE:
+        lines.append(
+            "The weights come from NVlabs/SPADE, released under CC BY-NC-SA 4.0 (non-commercial, share-alike); "
+            "this conversion keeps that licence."
+        )
+    else:
+        lines.append(f"`{license}`.")
+    lines += ["", "## Citation", "", "```bibtex", _CITATION, "```", ""]
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
+
+
+def write_model_card(
+    folder: str | Path,
+    *,
+    license: str | None = None,
+    source: str | None = None,
+    datasets: list[str] | None = None,
+    metrics: dict[str, float] | None = None,
+    repo_id: str | None = None,
+    tags: list[str] | None = None,
+) -> Path:
+    """Write or refresh ``folder/README.md``; arguments left None keep the existing card's values."""
+    folder = Path(folder)
+    index = _read_json(folder / "model_index.json")
+    if not isinstance(index.get("label_set"), dict):
+        raise ValueError(f"{folder / 'model_index.json'} holds no label set: re-save the pipeline with SPADEPipeline.save_pretrained")
+    generator_config = _read_json(folder / "generator" / "config.json")
+    kept = read_model_card_metadata(folder)
+    encoder = index.get("encoder") or [None, None]
+    text = render_model_card(
+        index["label_set"],
+        generator_config,
+        has_encoder=encoder[0] is not None,
+        has_discriminator=(folder / "discriminator" / "config.json").is_file(),
+        license=license or kept.get("license") or "other",
+        source=source or kept.get("source"),
+        datasets=datasets if datasets is not None else kept.get("datasets"),
+        metrics=metrics if metrics is not None else kept.get("metrics"),
+        repo_id=repo_id,
+        num_weights=_weight_count(folder / "generator" / "diffusion_pytorch_model.safetensors"),
+        tags=tags if tags is not None else kept.get("tags"),
+    )
+    path = folder / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path

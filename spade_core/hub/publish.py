@@ -1,0 +1,108 @@
+"""Uploading a pipeline folder to the Hugging Face Hub (create_repo + upload_folder), with a dry run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import constants
+
+_TRUE = {"1", "true", "yes", "on"}
+_SKIPPED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
+
+__all__ = ["PushPlan", "hub_offline", "push_folder", "upload_plan"]
+
+
+@dataclass
+class PushPlan:
+    """What an upload sends (relative path, bytes) and, after a real upload, where it went."""
+
+    repo_id: str
+    folder: Path
+    files: list[tuple[str, int]] = field(default_factory=list)
+    private: bool = False
+    dry_run: bool = True
+    url: str | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set, read now (huggingface_hub reads it once at import)."""
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def _check_repo_id(repo_id: str) -> str:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    parts = str(repo_id).split("/")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"repo id {repo_id!r} is not OWNER/NAME: pass e.g. --repo-id your-name/spade-coco")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"repo id {repo_id!r} is not valid ({str(err).splitlines()[0]}): use letters, digits, '-', '_', '.'") from None
+    return repo_id
+
+
+def upload_plan(folder: str | Path, repo_id: str, private: bool = False) -> PushPlan:
+    """The files of ``folder`` an upload would send: safetensors, JSON, the card; no pickles, no dotfiles."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"pipeline folder {folder} not found: pass the folder written by save_pretrained or spade convert-nvlabs")
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"{folder} has no model_index.json, so it is not a pipeline folder: pass the folder written by save_pretrained")
+    files = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts) or path.suffix in _SKIPPED_SUFFIXES:
+            continue
+        files.append((rel.as_posix(), path.stat().st_size))
+    return PushPlan(repo_id=_check_repo_id(repo_id), folder=folder, files=files, private=private)
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    dry_run: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload SPADE pipeline",
+) -> PushPlan:
+    """Create ``repo_id`` if needed and upload ``folder``; with ``dry_run`` only report what would go."""
+    plan = upload_plan(folder, repo_id, private)
+    if dry_run:
+        return plan
+    if hub_offline():
+        raise ValueError("cannot upload in offline mode (HF_HUB_OFFLINE is set): unset it, or pass --dry-run to check the folder")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        info = api.upload_folder(
+            folder_path=str(plan.folder),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=commit_message,
+            allow_patterns=[name for name, _ in plan.files],
+        )
+    except LocalTokenNotFoundError:
+        raise ValueError("not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN") from None
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        if status in (401, 403):
+            raise ValueError(
+                f"the Hub refused the upload to {repo_id} (HTTP {status}): log in with a write token (`hf auth login`) "
+                "and check that you may write to that namespace"
+            ) from None
+        raise ValueError(f"upload to {repo_id} failed ({str(err).splitlines()[0]}): retry, or check the repo on the Hub") from None
+    plan.dry_run = False
+    plan.url = str(getattr(info, "commit_url", None) or f"{constants.ENDPOINT}/{repo_id}")
+    return plan
