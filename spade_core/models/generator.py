@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -9,7 +11,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .blocks import SPADEResnetBlock
-from .layers import PARAM_FREE_NORMS, init_weights
+from .layers import PARAM_FREE_NORMS, init_weights, replaying
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 
@@ -148,7 +150,9 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
 
     def _block(self, block: nn.Module, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, x, seg, use_reentrant=False)
+            return torch.utils.checkpoint.checkpoint(
+                block, x, seg, use_reentrant=False, context_fn=lambda: (nullcontext(), replaying(block))
+            )
         return block(x, seg)
 
     def forward(self, semantics: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:

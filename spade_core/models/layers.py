@@ -7,6 +7,8 @@ checkpoints load key for key (spectral convs store ``weight_orig``, ``weight_u``
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -33,6 +35,34 @@ def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
 def has_spectral_norm(module: nn.Module) -> bool:
     """True when ``module`` carries a hook-based spectral norm on its weight."""
     return hasattr(module, "weight_orig") and hasattr(module, "weight_u")
+
+
+@contextmanager
+def replaying(module: nn.Module) -> Iterator[None]:
+    """Make a second forward of ``module`` (gradient-checkpoint recompute) leave its state alone.
+
+    Spectral-normed layers reuse the u, v their first forward stored instead of iterating again,
+    and batch norms keep normalising with batch statistics without updating running statistics
+    or ``num_batches_tracked``, so checkpointed training equals plain training exactly.
+    """
+    restore: list = []
+    for m in module.modules():
+        if m.training and has_spectral_norm(m):
+            restore.append((m, "training", m.training))
+            m.training = False
+        if m.training and isinstance(m, nn.modules.batchnorm._BatchNorm):
+            restore.append((m, "momentum", m.momentum))
+            m.momentum = 0.0
+            if m.num_batches_tracked is not None:
+                restore.append((m.num_batches_tracked, None, m.num_batches_tracked.clone()))
+    try:
+        yield
+    finally:
+        for target, attr, value in reversed(restore):
+            if attr is None:
+                target.copy_(value)
+            else:
+                setattr(target, attr, value)
 
 
 class ReferenceSyncBatchNorm2d(nn.SyncBatchNorm):

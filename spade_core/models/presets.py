@@ -45,6 +45,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "aspect_ratio": 2.0,
         "num_upsampling_layers": "more",
     },
+    # The embedded landscape painter (spade_core/assets/embedded): 10 painting classes, a style
+    # encoder, 128x128, ngf 16 so that its float16 weights stay under 30 MB.
+    "landscape": {
+        "label_nc": 10,
+        "contain_dontcare_label": False,
+        "no_instance": True,
+        "crop_size": 128,
+        "ngf": 16,
+        "ndf": 32,
+        "use_vae": True,
+    },
 }
 
 _TYPED_ALIASES = {"use_instance": lambda v: {"no_instance": not v}}

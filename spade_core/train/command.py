@@ -1,0 +1,178 @@
+"""``spade train``: command-line options -> TrainConfig -> Trainer.
+
+Precedence, lowest first: TrainConfig defaults, ``--preset``, the run's saved config (with
+``--resume``), ``--config FILE``, ``--set KEY=VALUE``, then the dedicated flags. Only flags given
+on the command line override anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    PRECISIONS,
+    SCHEDULE_UNITS,
+    TrainConfig,
+    format_config,
+    read_config_file,
+)
+
+# flag dest -> TrainConfig field
+_FLAGS: dict[str, str] = {
+    "data": "data_root",
+    "format": "format",
+    "split": "split",
+    "label_set": "label_set",
+    "out": "out_dir",
+    "max_steps": "max_steps",
+    "batch_size": "batch_size",
+    "crop_size": "crop_size",
+    "load_size": "load_size",
+    "preprocess_mode": "preprocess_mode",
+    "ngf": "ngf",
+    "ndf": "ndf",
+    "use_vae": "use_vae",
+    "no_vgg": "no_vgg",
+    "vgg_weights": "vgg_weights",
+    "lr": "lr",
+    "no_ttur": "no_TTUR",
+    "niter": "niter",
+    "niter_decay": "niter_decay",
+    "schedule_unit": "schedule_unit",
+    "gan_mode": "gan_mode",
+    "checkpoint_every": "checkpoint_every",
+    "keep_checkpoints": "keep_checkpoints",
+    "sample_every": "sample_every",
+    "log_every": "log_every",
+    "seed": "seed",
+    "num_workers": "num_workers",
+    "precision": "precision",
+    "channels_last": "channels_last",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "ema_decay": "ema_decay",
+    "device": "device",
+    "init_from": "init_from",
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``spade train`` options to ``parser`` (every default is None: unset flags change nothing)."""
+    add = parser.add_argument
+    add("--data", metavar="DIR", help="dataset folder (not needed for --format synthetic)")
+    add("--format", help="dataset format: ade20k, cityscapes, coco, folder, hf, synthetic")
+    add("--split", help="dataset split (default train)")
+    add("--label-set", help="built-in label set name (default: the format's own)")
+    add("--preset", help="take the network and preprocessing settings of a model preset: ade20k, coco, cityscapes")
+    add("--config", metavar="FILE", help="YAML or JSON file of TrainConfig fields")
+    add("--out", metavar="RUN_DIR", help="run folder for config, checkpoints, samples and logs (default runs/spade)")
+    add("--resume", action="store_true", help="continue the run in --out from its latest complete checkpoint")
+    add("--max-steps", type=int, help="stop after this many steps (default: niter + niter_decay epochs)")
+    add("--batch-size", type=int, help="images per step and process (default 1)")
+    add("--crop-size", type=int, help="training image width (default 256)")
+    add("--load-size", type=int, help="resize target before cropping (default crop size x 286/256)")
+    add("--preprocess-mode", help="reference preprocess mode (default resize_and_crop)")
+    add("--ngf", type=int, help="generator width (default 64)")
+    add("--ndf", type=int, help="discriminator width (default 64)")
+    add("--use-vae", action="store_true", default=None, help="train the style encoder too (multi-modal synthesis)")
+    add("--no-vgg", action="store_true", default=None, help="skip the VGG perceptual loss (no VGG19 weights needed)")
+    add("--vgg-weights", metavar="FILE", help="local VGG19 weight file (vgg19-dcbb9e9d.pth)")
+    add("--lr", type=float, help="base learning rate (default 0.0002; TTUR gives G lr/2, D lr*2)")
+    add("--no-ttur", action="store_true", default=None, help="equal G/D learning rates, Adam betas (0.5, 0.999)")
+    add("--niter", type=int, help="epochs (or steps) at the initial learning rate (default 50)")
+    add("--niter-decay", type=int, help="epochs (or steps) of linear decay to zero (default 0)")
+    add("--schedule-unit", choices=SCHEDULE_UNITS, help="unit of --niter / --niter-decay (default epoch)")
+    add("--gan-mode", choices=("hinge", "ls", "original", "w"), help="adversarial loss (default hinge)")
+    add("--checkpoint-every", type=int, help="steps between checkpoints (default 5000)")
+    add("--keep-checkpoints", type=int, help="number of newest checkpoints kept (default 3)")
+    add("--sample-every", type=int, help="steps between sample grids, 0 for none (default 1000)")
+    add("--log-every", type=int, help="steps between metric records (default 100)")
+    add("--seed", type=int, help="seed of weights, data order, crops and noise (default 0)")
+    add("--num-workers", type=int, help="data loading processes per rank (default 2)")
+    add("--precision", choices=PRECISIONS, help="fp32, bf16 or fp16 autocast (default fp32)")
+    add("--channels-last", action="store_true", default=None, help="NHWC memory format")
+    add("--gradient-checkpointing", action="store_true", default=None,
+        help="recompute generator blocks in backward")
+    add("--ema-decay", type=float, help="decay of the generator's moving average (default 0.999)")
+    add("--no-ema", action="store_true", help="keep no moving average of the generator")
+    add("--device", help="cuda, cpu, mps, ... (default: cuda when available)")
+    add("--init-from", metavar="DIR",
+        help="start from the weights in DIR/generator [discriminator encoder], e.g. convert-nvlabs output")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--set", action="append", default=[], metavar="KEY=VALUE",
+        help="set any TrainConfig field (YAML value), repeatable")
+    add("--print-config", action="store_true", help="print the resolved configuration (YAML) and exit")
+    return parser
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        changes[key.strip().replace("-", "_")] = _parse_value(value)
+    return changes
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        import yaml
+
+        return yaml.safe_load(text)
+    except ImportError:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the parsed arguments describe (see the module docstring for precedence)."""
+    config = TrainConfig()
+    if getattr(args, "preset", None):
+        config = config.with_preset(args.preset)
+    out = getattr(args, "out", None)
+    if getattr(args, "resume", False) and out and (Path(out) / "config.json").is_file():
+        config = config.updated(read_config_file(Path(out) / "config.json"))
+    if getattr(args, "config", None):
+        config = config.updated(read_config_file(args.config))
+    config = config.updated(_parse_set(getattr(args, "set", []) or []))
+    flags = {field: getattr(args, dest) for dest, field in _FLAGS.items() if getattr(args, dest, None) is not None}
+    if getattr(args, "no_ema", False):
+        flags["ema_decay"] = None
+    if getattr(args, "no_progress", False):
+        flags["progress"] = False
+    return config.updated(flags)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``spade train``; returns the exit code (2 with a one-line message for a user mistake)."""
+    try:
+        config = resolve_config(args)
+        if args.print_config:
+            print(format_config(config), end="")
+            return 0
+        from .trainer import Trainer
+
+        trainer = Trainer(config)
+        try:
+            result = trainer.train(resume=bool(args.resume))
+        finally:
+            trainer.close()
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if trainer.ctx.is_main:
+        print(f"trained {result['step']} steps; run folder {result['run_dir']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spade_core.train ...`` (the same options as ``spade train``)."""
+    parser = argparse.ArgumentParser(prog="spade train", description="Train a SPADE model.")
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(argv))
