@@ -418,6 +418,27 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- demo
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="REPO|DIR", help="pipeline folder or Hub repo id (default: the embedded model)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, help="port (default: Gradio's, 7860 or the next free one)")
+    p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    p.add_argument("--concurrency", type=int, default=1, help="requests synthesized at the same time (default 1)")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve the Gradio painting demo until interrupted."""
+    try:
+        from .demo import launch_demo
+    except ImportError as err:
+        raise ValueError(f"the demo needs Gradio ({err}): pip install 'spade[demo]'") from None
+    launch_demo(model=args.model, host=args.host, port=args.port, share=args.share, concurrency_limit=args.concurrency)
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 COMMANDS: list[Command] = [
@@ -427,6 +448,7 @@ COMMANDS: list[Command] = [
     Command("train", "train or fine-tune a model", _add_train, cmd_train),
     Command("palette", "show a label set's classes and colours", _add_palette, cmd_palette),
     Command("push", "upload a pipeline folder to the Hugging Face Hub", _add_push, cmd_push),
+    Command("demo", "paint a layout in the browser (Gradio app)", _add_demo, cmd_demo),
 ]
 
 

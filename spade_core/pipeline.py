@@ -617,8 +617,9 @@ class SPADEPipeline(DiffusionPipeline):
         gen = self.generator
         if not self.use_fast:
             return gen
-        # In-place updates (optimizer steps, load_state_dict) bump a tensor's version counter.
-        version = sum(t._version for t in [*gen.parameters(), *gen.buffers()])
+        # In-place updates (optimizer steps, load_state_dict) bump a tensor's version counter;
+        # tensors created under torch.inference_mode (as ComfyUI loads models) have none and never change.
+        version = sum(0 if t.is_inference() else t._version for t in [*gen.parameters(), *gen.buffers()])
         key = (id(gen), gen.device, gen.dtype, version)
         if self._fast is None or self._fast_key != key:
             optimize = _load_optimizer()
