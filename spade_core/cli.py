@@ -418,6 +418,45 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- eval
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    from .eval_command import add_eval_arguments  # standard library only at import: the parser stays quick
+
+    add_eval_arguments(p)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score a model on a labelled dataset (spade_core.eval_command)."""
+    from .eval_command import run_eval
+
+    return run_eval(args)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=["synthetic"], help="what to generate (synthetic: procedural landscapes)")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write (images/, labels/, styles.jsonl)")
+    p.add_argument("--num", type=int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample k uses seed + k")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Write a rendered landscape dataset readable by `spade train --format folder --label-set landscape`."""
+    from .data.synthetic import write_synthetic_dataset
+
+    if args.num < 1 or args.size < 32:
+        raise ValueError(f"--num must be >= 1 and --size >= 32 (got {args.num}, {args.size})")
+    out = write_synthetic_dataset(args.out, args.num, args.size, args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.num} landscapes of {args.size}x{args.size} to {out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 
 
@@ -448,6 +487,8 @@ COMMANDS: list[Command] = [
     Command("train", "train or fine-tune a model", _add_train, cmd_train),
     Command("palette", "show a label set's classes and colours", _add_palette, cmd_palette),
     Command("push", "upload a pipeline folder to the Hugging Face Hub", _add_push, cmd_push),
+    Command("eval", "score a model on a labelled dataset (FID, KID, mIoU)", _add_eval, cmd_eval),
+    Command("data", "generate training data (procedural landscapes)", _add_data, cmd_data),
     Command("demo", "paint a layout in the browser (Gradio app)", _add_demo, cmd_demo),
 ]
 
