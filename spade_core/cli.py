@@ -422,7 +422,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    from .eval_command import add_eval_arguments  # standard library only at import: the parser stays quick
+    """eval_command imports only the standard library at module level, so the parser stays quick."""
+    from .eval_command import add_eval_arguments
 
     add_eval_arguments(p)
 
