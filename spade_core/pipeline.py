@@ -33,6 +33,7 @@ from .labels import LabelSet, available_label_sets, get_label_set
 from .models import SPADEEncoder, SPADEGenerator
 from .models.encoder import reparameterize
 from .segmap import coerce_instance_map, coerce_segmap, one_hot_semantics, resize_labels
+from .weights import state_dict_mismatches
 
 __all__ = [
     "SPADEPipeline",
@@ -292,16 +293,7 @@ def _check_component(folder: Path, cls: type) -> None:
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{weights} is truncated or not a safetensors file ({err}): {fix}") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in stored]
-    unexpected = [k for k in stored if k not in expected]
-    shapes = [f"{k} {stored[k]} vs {expected[k]}" for k in expected if k in stored and stored[k] != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({', '.join(missing[:5])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:5])})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches, file vs config ({'; '.join(shapes[:5])})")
+    problems = state_dict_mismatches(expected, stored, "file")
     if problems:
         raise ValueError(
             f"{weights} does not match {config_path.name} ({cls.__name__}): {'; '.join(problems)}; "

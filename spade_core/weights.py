@@ -65,6 +65,26 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def state_dict_mismatches(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], found_name: str = "file", limit: int = 5
+) -> list[str]:
+    """Human-readable problems between two key -> shape maps: missing, unexpected, mis-shaped keys.
+
+    Empty when they match; each entry names the first ``limit`` offenders.
+    """
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k])} vs {tuple(v)}" for k, v in expected.items() if k in found and tuple(found[k]) != tuple(v)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({', '.join(missing[:limit])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:limit])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches, {found_name} vs model ({'; '.join(shapes[:limit])})")
+    return problems
+
+
 def cache_dir() -> Path:
     """The folder for downloaded auxiliary weights: `$SPADE_CACHE`, else `~/.cache/spade`."""
     return Path(os.environ.get("SPADE_CACHE") or Path.home() / ".cache" / "spade").expanduser()

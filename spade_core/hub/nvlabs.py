@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
+from ..weights import state_dict_mismatches
 from ..models.presets import (
     build_from_preset,
     discriminator_kwargs,
@@ -90,21 +91,9 @@ def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, limit: int = 5) -> None:
     """Raise one ValueError naming the first missing, unexpected or mis-shaped keys, if any."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys ({', '.join(missing[:limit])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:limit])})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches, checkpoint vs model ({'; '.join(shapes[:limit])})")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    problems = state_dict_mismatches(expected, found, "checkpoint", limit)
     if problems:
         raise ValueError(
             f"{source} does not match the {type(model).__name__} configuration: {'; '.join(problems)}; "
