@@ -1,0 +1,67 @@
+"""Imports point one way: labels/segmap -> data -> models -> losses -> eval -> train -> hub ->
+pipeline -> cli / nodes / demo (DESIGN.md). A module may import only from its own layer or below."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LAYERS = [
+    ("spade_core.labels", "spade_core.segmap", "spade_core.weights"),
+    ("spade_core.data",),
+    ("spade_core.models",),
+    ("spade_core.fast", "spade_core.losses"),
+    ("spade_core.eval",),
+    ("spade_core.train",),
+    ("spade_core.hub",),
+    ("spade_core.pipeline",),
+    ("spade_core.cli", "spade_core.demo", "spade_core.eval_command", "spade_nodes"),
+]
+
+
+def _layer(module: str) -> int | None:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return None
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path, module: str) -> list[str]:
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.append(target)
+            found += [f"{target}.{alias.name}" for alias in node.names if _layer(f"{target}.{alias.name}") is not None]
+    return found
+
+
+def test_no_module_imports_up_the_chain():
+    offenders = []
+    for path in sorted([*ROOT.glob("spade_core/**/*.py"), *ROOT.glob("spade_nodes/**/*.py")]):
+        module = _module_name(path)
+        rank = _layer(module)
+        if rank is None or module in ("spade_core",):
+            continue
+        for target in _imports(path, module):
+            target_rank = _layer(target)
+            if target_rank is not None and target_rank > rank:
+                offenders.append(f"{module} imports {target}")
+    assert not offenders, "\n".join(offenders)
