@@ -1,0 +1,252 @@
+"""spade_core.fast: the optimized generator gives the plain generator's outputs (and the reference's).
+
+Tiny generators (ngf 4; SPADE's hidden width stays 128) with kaiming weights, random biases and
+batch-norm statistics calibrated by one train-mode pass, so that activations have realistic
+magnitudes. Float32 outputs must agree within 1e-4. In float16 / bfloat16 both paths round
+differently, so the fast path's error against the float32 output must stay within twice the
+plain path's own error in that dtype (plus 2e-3 for float16, 2e-2 for bfloat16).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+
+from spade_core.fast import FastSPADEGenerator, _make_plan, _Scratch, optimize_generator
+from spade_core.hub.nvlabs import convert_nvlabs_checkpoint
+from spade_core.models import SPADEGenerator
+
+TESTS = Path(__file__).resolve().parent
+NVLABS = TESTS / "fixtures" / "nvlabs"
+LABELS = sorted((TESTS / "data" / "coco_stuff_sample" / "train_label").glob("*.png"))
+INSTANCES = TESTS / "data" / "coco_stuff_sample" / "train_inst"
+ATOL = 1e-4
+
+
+def _resize(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    t = torch.from_numpy(array.astype(np.int64))[None, None].float()
+    return F.interpolate(t, size=size, mode="nearest")[0, 0].long()
+
+
+def _edges(instances: torch.Tensor) -> torch.Tensor:
+    """The reference's instance edge map: 1 where a 4-neighbour has another id."""
+    edge = torch.zeros_like(instances, dtype=torch.bool)
+    dx = instances[..., 1:] != instances[..., :-1]
+    dy = instances[..., 1:, :] != instances[..., :-1, :]
+    edge[..., 1:] |= dx
+    edge[..., :-1] |= dx
+    edge[..., 1:, :] |= dy
+    edge[..., :-1, :] |= dy
+    return edge.float()
+
+
+def _semantics(generator: SPADEGenerator, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+    """labels (N, H, W) class indices -> one-hot (N, semantic_nc, H, W), edge channel last."""
+    cfg = generator.config
+    n_classes = cfg.label_nc + int(cfg.contain_dontcare_label)
+    sem = F.one_hot(labels, n_classes).permute(0, 3, 1, 2).float()
+    if cfg.use_instance:
+        sem = torch.cat([sem, _edges(labels if instances is None else instances)[:, None]], 1)
+    return sem.contiguous()
+
+
+def _coco_layouts(generator: SPADEGenerator, size: tuple[int, int], count: int, offset: int = 0) -> torch.Tensor:
+    """Real COCO-Stuff layouts mapped to the model's labels (255 -> don't-care), with their instance edges."""
+    cfg = generator.config
+    labels, instances = [], []
+    for path in LABELS[offset : offset + count]:
+        raw = np.array(Image.open(path))
+        mapped = raw % cfg.label_nc
+        if cfg.contain_dontcare_label:
+            mapped = np.where(raw == 255, cfg.label_nc, mapped)
+        labels.append(_resize(mapped, size))
+        instances.append(_resize(np.array(Image.open(INSTANCES / path.name)), size))
+    return _semantics(generator, torch.stack(labels), torch.stack(instances))
+
+
+def _tiny(preset: str, semantics_for_calibration=None, **overrides) -> SPADEGenerator:
+    """A small preset generator with realistic activations (see the module docstring).
+
+    Batch norms are calibrated on the semantics the test then compares on, so that no sample
+    drives activations to saturation (where float32 rounding of huge values would dominate).
+    """
+    torch.manual_seed(0)
+    generator = SPADEGenerator.from_preset(preset, ngf=4, init_type="kaiming", **overrides)
+    with torch.no_grad():
+        for name, param in generator.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0.0, 0.1)
+    norms = [m for m in generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        sem = semantics_for_calibration(generator) if semantics_for_calibration else None
+        if sem is None:
+            sem = _coco_layouts(generator, generator.native_size, 1)
+        for m in norms:
+            m.momentum = 1.0
+        generator.train()
+        with torch.no_grad():
+            generator(sem)
+        for m in norms:
+            m.momentum = 0.1
+    return generator.eval()
+
+
+def _compare(generator: SPADEGenerator, semantics: torch.Tensor, z: torch.Tensor | None = None, atol: float = ATOL) -> None:
+    fast = optimize_generator(generator)
+    with torch.no_grad():
+        expected = generator(semantics, z)
+        got = fast(semantics, z)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    assert expected.abs().mean() > 0.05, "test outputs too small to compare"
+    if expected.dtype == torch.float32 and (got - expected).abs().max() > atol:
+        # Some random-weight configurations are ill-conditioned: the plain float32 forward itself
+        # is then more than atol away from the exact (float64) result. There the fast path must be
+        # as exact as the plain one: no further from float64 than 1.5x the plain path's own error.
+        with torch.no_grad():
+            exact = copy.deepcopy(generator).double()(semantics.double(), None if z is None else z.double())
+        plain_error = (expected.double() - exact).abs().max().item()
+        fast_error = (got.double() - exact).abs().max().item()
+        assert plain_error > atol / 2, f"fast differs from plain by more than {atol} on a well-conditioned case"
+        assert fast_error <= 1.5 * plain_error, (fast_error, plain_error)
+        return
+    torch.testing.assert_close(got, expected, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "preset, size",
+    [("ade20k", (64, 64)), ("coco", (64, 64)), ("cityscapes", (64, 128))],
+)
+def test_presets_match_plain_on_real_layouts_batched(preset, size):
+    generator = _tiny(preset, lambda g: _coco_layouts(g, size, 3))
+    _compare(generator, _coco_layouts(generator, size, 3))
+
+
+@pytest.mark.parametrize("mode, size", [("more", (128, 128)), ("most", (128, 128))])
+def test_upsampling_modes(mode, size):
+    # 'most' at 128 starts from a 1x1 map: calibrate on six layouts, or some batch-norm variances
+    # come from two values and are near zero, which makes the network amplify rounding.
+    generator = _tiny("ade20k", lambda g: _coco_layouts(g, size, 6), num_upsampling_layers=mode, crop_size=size[0], label_nc=20)
+    _compare(generator, _coco_layouts(generator, size, 2, offset=3))
+
+
+def test_vae_with_and_without_z():
+    generator = _tiny("coco", lambda g: _coco_layouts(g, (64, 64), 2), crop_size=64, use_vae=True, label_nc=20)
+    sem = _coco_layouts(generator, (64, 64), 2)
+    _compare(generator, sem, torch.randn(2, generator.config.z_dim))
+    fast = optimize_generator(generator)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        expected = generator(sem)
+        torch.manual_seed(7)
+        got = fast(sem)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_other_param_free_norms(norm):
+    generator = _tiny("coco", lambda g: _coco_layouts(g, (64, 64), 2, offset=5), param_free_norm=norm, crop_size=64, label_nc=20)
+    _compare(generator, _coco_layouts(generator, (64, 64), 2, offset=5))
+
+
+def test_batch_norm_without_running_statistics_uses_batch_statistics():
+    generator = _tiny("ade20k", lambda g: _coco_layouts(g, (64, 64), 2, offset=2), crop_size=64, label_nc=20)
+    for m in generator.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats, m.running_mean, m.running_var = False, None, None
+    _compare(generator, _coco_layouts(generator, (64, 64), 2, offset=2))
+
+
+def test_spade_kernel_5_and_no_spectral_norm():
+    generator = _tiny("coco", lambda g: _coco_layouts(g, (64, 64), 2, offset=7), spade_kernel_size=5, spectral_norm=False, crop_size=64, label_nc=20)
+    _compare(generator, _coco_layouts(generator, (64, 64), 2, offset=7))
+
+
+def test_non_native_size():
+    generator = _tiny("ade20k", lambda g: _coco_layouts(g, (64, 128), 2, offset=4), label_nc=20)  # native 256x256
+    _compare(generator, _coco_layouts(generator, (64, 128), 2, offset=4))
+
+
+def test_one_class_everywhere_and_dontcare_everywhere():
+    generator = _tiny("coco", lambda g: _coco_layouts(g, (64, 64), 1), crop_size=64)
+    labels = torch.stack([torch.full((64, 64), 17), torch.full((64, 64), generator.config.label_nc)])
+    _compare(generator, _semantics(generator, labels))
+
+
+def test_every_pixel_different_falls_back_to_dense_and_matches():
+    def noise(g: SPADEGenerator) -> torch.Tensor:
+        labels = torch.randint(0, g.config.label_nc + 1, (2, 64, 64), generator=torch.Generator().manual_seed(1))
+        return _semantics(g, labels)
+
+    generator = _tiny("coco", noise, crop_size=64)
+    sem = noise(generator)
+    _compare(generator, sem)
+    fast = optimize_generator(generator)
+    keys = fast._keys(sem)
+    assert _make_plan(keys, (64, 64), 3, fast.n_keys, _Scratch()).pattern_ids is None  # dense fallback
+    real_keys = fast._keys(_coco_layouts(generator, (64, 64), 1))
+    assert _make_plan(real_keys, (64, 64), 3, fast.n_keys, _Scratch()).pattern_ids is not None  # pattern path
+
+
+def test_not_one_hot_input_uses_the_plain_path():
+    generator = _tiny("ade20k", lambda g: _coco_layouts(g, (64, 64), 1), crop_size=64)
+    sem = _coco_layouts(generator, (64, 64), 1)
+    soft = 0.9 * sem + 0.1 / sem.shape[1]
+    fast = optimize_generator(generator)
+    assert fast._keys(soft) is None
+    with torch.no_grad():
+        assert torch.equal(fast(soft), generator(soft))
+
+
+def test_input_errors_are_the_generators():
+    generator = _tiny("ade20k", lambda g: _coco_layouts(g, (64, 64), 1), crop_size=64)
+    fast = optimize_generator(generator)
+    with pytest.raises(ValueError, match="one-hot map"):
+        fast(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="not supported"):
+        fast(torch.zeros(1, generator.semantic_nc, 48, 48))
+    with pytest.raises(ValueError, match="SPADEGenerator"):
+        optimize_generator(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("dtype, slack", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
+def test_low_precision_on_cpu(dtype, slack):
+    # Few classes: the plain path's float16 convolutions are very slow on CPU.
+    generator = _tiny("coco", lambda g: _coco_layouts(g, (64, 64), 2, offset=1), crop_size=64, label_nc=12)
+    sem = _coco_layouts(generator, (64, 64), 2, offset=1)
+    with torch.no_grad():
+        reference = generator(sem)
+        low = generator.to(dtype)
+        plain = low(sem.to(dtype))
+        fast = optimize_generator(low)(sem.to(dtype))
+    assert fast.dtype == dtype
+    plain_error = (plain.float() - reference).abs().max().item()
+    fast_error = (fast.float() - reference).abs().max().item()
+    assert fast_error <= 2 * plain_error + slack, (fast_error, plain_error)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "v1_normal_syncbatch_dontcare",
+        "v2_more_instance_spadebatch_aspect2",
+        "v3_vae_encoder_spadeinstance_64x256",
+        "v4_most_nonspectral_syncbatch",
+    ],
+)
+def test_reference_fixtures_through_the_fast_path(case):
+    nets = convert_nvlabs_checkpoint(NVLABS / case)
+    expected = load_file(str(NVLABS / case / "expected.safetensors"))
+    fast = optimize_generator(nets.generator)
+    assert isinstance(fast, FastSPADEGenerator)
+    sem = expected["input_semantics"].float()
+    with torch.no_grad():
+        got = fast(sem, expected.get("z"))
+    torch.testing.assert_close(got, expected["fake_image"], atol=ATOL, rtol=ATOL)
