@@ -9,6 +9,7 @@ cached) and the embedded default model shipped in ``spade_core/assets/embedded/`
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -540,6 +541,9 @@ class SPADEPipeline(DiffusionPipeline):
         target = resolve_device(device) if device is not None else None
         folder = resolve_pipeline_folder(repo_id_or_dir, revision, cache_dir, local_files_only, token)
         check_pipeline_folder(folder)
+        if importlib.util.find_spec("accelerate") is None:
+            # diffusers would otherwise print a multi-line "install accelerate" notice on every load
+            kwargs.setdefault("low_cpu_mem_usage", False)
         with _QuietDiffusers():
             pipe = super().from_pretrained(str(folder), dtype=dtype, **kwargs)
         for name in _COMPONENTS:
