@@ -15,18 +15,17 @@ rounding differs, well within 1e-4 in float32):
 * Eval-mode spectral norm and batch norm are fixed linear maps: they are folded into plain
   weights, and gamma/beta become one merged layer.
 
-A lower resolution whose layout has too many distinct windows falls back to a dense merged
-gamma/beta convolution over the looked-up hidden map, which still skips the one-hot conv; when the
-full resolution itself is that noisy (every pixel a boundary), the plain generator runs instead,
-so the fast path is never slower than the plain one.
-Everything runs channels-last; on CPU in float32 the convolutions use oneDNN with weights packed
-once. Inputs that are not exact one-hot maps go through the plain generator.
+A resolution whose layout has too many distinct windows (noise-like maps) goes dense: the hidden
+map (looked up, or a conv over the one-hot map for models with few channels) and one merged
+gamma/beta conv, which is never slower than the plain layer. Activations stay NCHW (oneDNN's
+channels-last kernels round noticeably worse in float32); maps of a few hundred pixels use im2col +
+one matmul. Inputs that are not exact one-hot maps go through the plain generator.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +46,9 @@ SPARSE_MARGIN = 0.9
 # count (plus a fixed allowance), so that memory never grows beyond the dense path's order.
 SPARSE_MAX_MEMORY = 2.0
 SPARSE_MEMORY_ALLOWANCE = 4096
-# Dense resolutions build im2col columns of at most this many elements at a time.
-DENSE_CHUNK_ELEMENTS = 2**22
+# At dense resolutions, mlp_shared runs as a conv over the one-hot map (as in the plain forward)
+# when the model has at most this many semantic channels, else as a look-up per distinct window.
+SHARED_CONV_MAX_CHANNELS = 32
 # Main-path convs on CPU maps of at most this many pixels run as im2col + one matmul.
 IM2COL_MAX_PIXELS = 256
 # The scratch buffer for per-pixel scale/shift maps is kept between calls up to this size.
@@ -137,24 +137,42 @@ class _Plan:
     """
 
     shape: tuple[int, int, int]  # (N, h, w)
-    hidden_ids: torch.Tensor  # (N, h, w) id of each pixel's k x k label window
-    key_index: torch.Tensor  # (n_hidden, k*k) bag indices into a one-hot conv table
+    hidden_ids: torch.Tensor | None  # (N, h, w) id of each pixel's k x k label window (None: skipped)
+    key_index: torch.Tensor | None  # (n_hidden, k*k) bag indices into a one-hot conv table
     pattern_ids: torch.Tensor | None  # (N*h*w,) id of each pixel's window of hidden ids (sparse)
     pattern_index: torch.Tensor | None  # (n_patterns, k*k) bag indices into per-tap products (sparse)
-    tap_ids: torch.Tensor | None  # (N*h*w, k*k) hidden id under each tap of each pixel (dense)
+    keys: torch.Tensor  # (N, h, w) label keys at this resolution
     scratch: _Scratch
+    one_hot_cache: dict = field(default_factory=dict)
 
-    @property
-    def n_hidden(self) -> int:
-        return self.key_index.shape[0]
+    def one_hot(self, n_classes: int, use_edge: bool, dtype: torch.dtype) -> torch.Tensor:
+        """The semantics at this resolution (N, semantic_nc, h, w), as the plain forward resizes them."""
+        if dtype not in self.one_hot_cache:
+            edge = self.keys >= n_classes
+            sem = F.one_hot(torch.where(edge, self.keys - n_classes, self.keys), n_classes).permute(0, 3, 1, 2)
+            if use_edge:
+                sem = torch.cat([sem, edge[:, None].long()], 1)
+            self.one_hot_cache[dtype] = sem.to(dtype).contiguous()
+        return self.one_hot_cache[dtype]
 
 
-def _make_plan(keys: torch.Tensor, size: tuple[int, int], k: int, n_keys: int, scratch: _Scratch) -> _Plan:
-    """Plan for feature maps of ``size``; ``keys`` (N,1,H,W) float label keys at full resolution."""
+def _make_plan(
+    keys: torch.Tensor, size: tuple[int, int], k: int, n_keys: int, scratch: _Scratch, lookups: bool = True
+) -> _Plan:
+    """Plan for feature maps of ``size``; ``keys`` (N,1,H,W) float label keys at full resolution.
+
+    Without ``lookups`` (mlp_shared can run as a conv), a resolution whose windows are nearly all
+    mixed goes dense at once, skipping the sorting.
+    """
     keys = F.interpolate(keys, size=size, mode="nearest")[:, 0].long()  # (N, h, w), legacy nearest
     r = k // 2
     taps = torch.arange(k * k, device=keys.device)
     grid = F.pad(keys, (r, r, r, r), value=n_keys - 1)  # the last key stands for "outside"
+    if not lookups:
+        as_float = grid[:, None].float()
+        mixed = int((F.max_pool2d(as_float, k, 1) != -F.max_pool2d(-as_float, k, 1)).sum())
+        if mixed > SPARSE_MARGIN * keys.numel():
+            return _Plan(tuple(keys.shape), None, None, None, None, keys, scratch)
     hidden_ids, key_windows = _window_ids(grid, n_keys, k)
     n_hidden = key_windows.shape[0]
     key_index = key_windows * (k * k) + taps
@@ -167,11 +185,9 @@ def _make_plan(keys: torch.Tensor, size: tuple[int, int], k: int, n_keys: int, s
         pattern_ids, hidden_windows = _window_ids(hidden_grid, rows, k)
         sparse = rows + PATTERN_COST * hidden_windows.shape[0] <= SPARSE_MARGIN * pixels
     if not sparse:
-        h, w = size
-        tap_ids = torch.stack([hidden_grid[:, dy : dy + h, dx : dx + w].reshape(-1) for dy in range(k) for dx in range(k)], 1)
-        return _Plan(tuple(keys.shape), hidden_ids, key_index, None, None, tap_ids, scratch)
+        return _Plan(tuple(keys.shape), hidden_ids, key_index, None, None, keys, scratch)
     pattern_index = taps * rows + hidden_windows  # per-tap products are stored tap-major
-    return _Plan(tuple(keys.shape), hidden_ids, key_index, pattern_ids.reshape(-1), pattern_index, None, scratch)
+    return _Plan(tuple(keys.shape), hidden_ids, key_index, pattern_ids.reshape(-1), pattern_index, keys, scratch)
 
 
 def _upsample2(x: torch.Tensor) -> torch.Tensor:
@@ -209,32 +225,37 @@ def _effective_weight(conv: nn.Conv2d) -> torch.Tensor:
     return weight / sigma
 
 
-class _Conv(nn.Module):
-    """A stride-1 "same" conv with fixed weights; small CPU maps use im2col + one matmul.
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A stride-1 "same" conv; small CPU maps use im2col + one matmul per sample.
 
     At a few hundred pixels the matmul reads each weight once and beats oneDNN's direct conv.
     NCHW throughout: oneDNN's channels-last kernels round noticeably worse in float32.
     """
+    n, _, h, w = x.shape
+    k = weight.shape[-1]
+    if x.device.type != "cpu" or h * w > IM2COL_MAX_PIXELS or k == 1:
+        return F.conv2d(x, weight, bias, padding=k // 2)
+    columns = F.unfold(x, k, padding=k // 2)  # (N, Cin*k*k, h*w)
+    matrix = weight.reshape(weight.shape[0], -1)
+    out = x.new_empty(n, matrix.shape[0], h * w)
+    for i in range(n):
+        if bias is None:
+            torch.mm(matrix, columns[i], out=out[i])
+        else:
+            torch.addmm(bias[:, None], matrix, columns[i], out=out[i])
+    return out.view(n, -1, h, w)
+
+
+class _Conv(nn.Module):
+    """A stride-1 "same" conv with fixed (folded) weights."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        self.padding = weight.shape[-1] // 2
         self.register_buffer("weight", weight.contiguous(), persistent=False)
         self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        if x.device.type != "cpu" or h * w > IM2COL_MAX_PIXELS or self.weight.shape[-1] == 1:
-            return F.conv2d(x, self.weight, self.bias, padding=self.padding)
-        columns = F.unfold(x, self.weight.shape[-1], padding=self.padding)  # (N, Cin*k*k, h*w)
-        weight = self.weight.view(self.weight.shape[0], -1)
-        out = x.new_empty(n, weight.shape[0], h * w)
-        for i in range(n):
-            if self.bias is None:
-                torch.mm(weight, columns[i], out=out[i])
-            else:
-                torch.addmm(self.bias[:, None], weight, columns[i], out=out[i])
-        return out.view(n, -1, h, w)
+        return _conv2d(x, self.weight, self.bias)
 
 
 class _FastSPADE(nn.Module):
@@ -247,6 +268,10 @@ class _FastSPADE(nn.Module):
         self.channels = spade.mlp_gamma.out_channels
         self.register_buffer("shared_table", _one_hot_table(shared.weight.detach(), n_classes, use_edge), persistent=False)
         self.register_buffer("shared_bias", shared.bias.detach().clone(), persistent=False)
+        self.n_classes, self.use_edge = n_classes, use_edge
+        small = shared.in_channels <= SHARED_CONV_MAX_CHANNELS
+        self.register_buffer("shared_weight", shared.weight.detach().clone() if small else None, persistent=False)
+        self._conv_weight: tuple[tuple, torch.Tensor] | None = None
 
         dtype = shared.weight.dtype
         w_gamma = spade.mlp_gamma.weight.detach().double()
@@ -264,40 +289,52 @@ class _FastSPADE(nn.Module):
             self.norm = "folded"
         else:
             self.norm = "instance" if isinstance(norm, nn.InstanceNorm2d) else "batch"
-        # (2C, k*k, hidden): output, tap, input (dense im2col columns are pixel-major, tap, input)
+        # (2C, k*k, hidden): output, tap, input, so that each tap's (2C, hidden) block is a matrix
         weight = torch.cat([w_gamma, w_beta]).flatten(2).transpose(1, 2).contiguous()
         self.register_buffer("mod_weight", weight.to(dtype), persistent=False)
         self.register_buffer("mod_bias", torch.cat([b_scale, b_beta]).to(dtype), persistent=False)
 
-    def scale_shift(self, plan: _Plan) -> torch.Tensor:
-        """(2C, N*h*w): per-pixel scale (rows :C) and shift (rows C:), as SPADE computes them."""
-        hidden = F.embedding_bag(plan.key_index, self.shared_table, mode="sum")
-        hidden = F.relu(hidden + self.shared_bias)
-        hidden = torch.cat([hidden, hidden.new_zeros(1, hidden.shape[1])])  # (n_hidden + 1, hidden)
-        out_channels, taps, hidden_nc = self.mod_weight.shape
+    def _hidden_rows(self, plan: _Plan) -> torch.Tensor:
+        """mlp_shared output per distinct window, plus a zero row for outside the image."""
+        hidden = F.relu(F.embedding_bag(plan.key_index, self.shared_table, mode="sum") + self.shared_bias)
+        return torch.cat([hidden, hidden.new_zeros(1, hidden.shape[1])])  # (n_hidden + 1, hidden)
+
+    def _mod_conv_weight(self) -> torch.Tensor:
+        """Merged gamma/beta weight in conv layout (2C, hidden, k, k), built on first dense use."""
+        w = self.mod_weight
+        key = (w.data_ptr(), 0 if w.is_inference() else w._version, w.dtype, w.device)
+        if self._conv_weight is None or self._conv_weight[0] != key:
+            k = self.kernel_size
+            weight = w.transpose(1, 2).reshape(w.shape[0], w.shape[2], k, k).contiguous()
+            self._conv_weight = (key, weight)
+        return self._conv_weight[1]
+
+    def scale_shift(self, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel (scale, shift), each (N, C, h, w), as SPADE computes them (eval norm folded)."""
+        c = self.channels
+        out_channels, taps, _ = self.mod_weight.shape
         if plan.pattern_ids is not None:
+            hidden = self._hidden_rows(plan)
             per_tap = hidden.new_empty(taps, hidden.shape[0], out_channels)  # row tap * rows + id
             for t in range(taps):
                 torch.mm(hidden, self.mod_weight[:, t].t(), out=per_tap[t])
             table = F.embedding_bag(plan.pattern_index, per_tap.view(-1, out_channels), mode="sum") + self.mod_bias
             out = plan.scratch.get(out_channels, plan.pattern_ids.numel(), hidden)
-            return torch.index_select(table.t().contiguous(), 1, plan.pattern_ids, out=out)
-        weight = self.mod_weight.view(out_channels, -1)
-        pixels = plan.tap_ids.shape[0]
-        out = plan.scratch.get(out_channels, pixels, hidden)
-        chunk = max(1, DENSE_CHUNK_ELEMENTS // (taps * hidden_nc))
-        for start in range(0, pixels, chunk):
-            ids = plan.tap_ids[start : start + chunk]  # (L, k*k)
-            columns = hidden.index_select(0, ids.reshape(-1)).view(ids.shape[0], -1)  # (L, k*k*hidden)
-            torch.addmm(self.mod_bias[:, None], weight, columns.t(), out=out[:, start : start + chunk])
-        return out
+            torch.index_select(table.t().contiguous(), 1, plan.pattern_ids, out=out)
+            return _per_pixel(out[:c], plan.shape), _per_pixel(out[c:], plan.shape)
+        # dense: the hidden map, then one merged conv (no per-pixel im2col gathers)
+        if self.shared_weight is not None:
+            sem = plan.one_hot(self.n_classes, self.use_edge, self.shared_weight.dtype)
+            hidden_map = F.relu(F.conv2d(sem, self.shared_weight, self.shared_bias, padding=self.kernel_size // 2))
+        else:
+            hidden_t = self._hidden_rows(plan).t().contiguous()
+            hidden_map = _per_pixel(hidden_t.index_select(1, plan.hidden_ids.reshape(-1)), plan.shape).contiguous()
+        out = F.conv2d(hidden_map, self._mod_conv_weight(), self.mod_bias, padding=self.kernel_size // 2)
+        return out[:, :c], out[:, c:]
 
     def forward(self, x: torch.Tensor, plan: _Plan) -> torch.Tensor:
-        """Modulated (N, C, h, w); written over the freshly gathered shift rows."""
-        scale_shift = self.scale_shift(plan)
-        c = self.channels
-        scale = _per_pixel(scale_shift[:c], plan.shape)
-        shift = _per_pixel(scale_shift[c:], plan.shape)
+        """Modulated (N, C, h, w); written over the freshly computed shift."""
+        scale, shift = self.scale_shift(plan)
         if self.norm == "instance":
             x = F.instance_norm(x, eps=self.eps)
         elif self.norm == "batch":
@@ -341,6 +378,8 @@ class FastSPADEGenerator(nn.Module):
         self.use_edge = bool(cfg.use_instance)
         self.n_keys = self.n_classes * (2 if self.use_edge else 1) + 1
         self.kernel_size = cfg.spade_kernel_size
+        # Dense resolutions need the look-up ids only when mlp_shared is too wide to run as a conv.
+        self.needs_lookups = generator.semantic_nc > SHARED_CONV_MAX_CHANNELS
         if not cfg.use_vae:
             fc = generator.fc
             self.register_buffer("fc_table", _one_hot_table(fc.weight.detach(), self.n_classes, self.use_edge), persistent=False)
@@ -393,13 +432,9 @@ class FastSPADEGenerator(nn.Module):
         def plan(size: tuple[int, int], k: int = self.kernel_size) -> _Plan:
             key = (int(size[0]), int(size[1]), k)
             if key not in plans:
-                plans[key] = _make_plan(keys, key[:2], k, self.n_keys, self._scratch)
+                plans[key] = _make_plan(keys, key[:2], k, self.n_keys, self._scratch, self.needs_lookups)
             return plans[key]
 
-        # Noise-like layouts (too many distinct windows at full resolution) gain little here and
-        # small models would lose to the plain forward: run the plain path so we are never slower.
-        if plan((int(semantics.shape[2]), int(semantics.shape[3]))).tap_ids is not None:
-            return g(semantics, z)
         up = g.size_multiple
         if g.config.use_vae:
             if z is None:
@@ -407,8 +442,11 @@ class FastSPADEGenerator(nn.Module):
             x = g.fc(z).view(-1, 16 * g.config.ngf, g.sh, g.sw)
         else:
             start = plan((semantics.shape[2] // up, semantics.shape[3] // up), 3)
-            rows = F.embedding_bag(start.key_index, self.fc_table, mode="sum") + self.fc_bias
-            x = _per_pixel(rows.t().contiguous().index_select(1, start.hidden_ids.reshape(-1)), start.shape)
+            if start.key_index is None:
+                x = g.fc(start.one_hot(self.n_classes, self.use_edge, self.fc_bias.dtype))
+            else:
+                rows = F.embedding_bag(start.key_index, self.fc_table, mode="sum") + self.fc_bias
+                x = _per_pixel(rows.t().contiguous().index_select(1, start.hidden_ids.reshape(-1)), start.shape)
         x = x.contiguous()
 
         more = g.config.num_upsampling_layers in ("more", "most")
