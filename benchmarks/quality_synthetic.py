@@ -110,6 +110,7 @@ def baseline_generator(pack: Path) -> nn.Module:
     from train_baseline import _build_with_baseline
 
     from spade_core.train.config import TrainConfig
+    from spade_core.train.ema import remove_initial_share
 
     config = TrainConfig.from_dict(json.loads((pack / "train_config.json").read_text()))
     steps = int(json.loads((pack / "training_state.json").read_text())["step"])
@@ -118,12 +119,7 @@ def baseline_generator(pack: Path) -> nn.Module:
     torch.manual_seed(config.seed)
     init, _, _ = _build_with_baseline(config, get_label_set("landscape"))
     ema = Pix2PixHDGenerator.from_pretrained(pack / "ema_generator", torch_dtype=torch.float32)
-    share = config.ema_decay**steps
-    params = {n for n, _ in ema.named_parameters()}
-    init_state = init.state_dict()
-    ema.load_state_dict(
-        {k: (v - share * init_state[k]) / (1 - share) if k in params else v for k, v in ema.state_dict().items()}
-    )
+    remove_initial_share(ema, init, config.ema_decay, steps)
     print(f"baseline: step {steps}, {sum(p.numel() for p in ema.parameters()):,} parameters", flush=True)
     return ema.eval()
 

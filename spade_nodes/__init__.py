@@ -4,28 +4,7 @@ Inside ComfyUI the repository root's `__init__.py` exposes `comfy_entrypoint`; o
 the node classes import against small stand-ins (`_stub`) so their logic can be tested.
 """
 
-from .nodes import (
-    NODES,
-    Segmap,
-    SPADEEncodeStyle,
-    SPADEExtension,
-    SPADEImageToSegmap,
-    SPADELoadSegmap,
-    SPADEModel,
-    SPADEModelLoader,
-    SPADESynthesize,
-    comfy_entrypoint,
-)
+from . import nodes
+from .nodes import *  # noqa: F403 - the node classes, NODES and comfy_entrypoint
 
-__all__ = [
-    "NODES",
-    "SPADEEncodeStyle",
-    "SPADEExtension",
-    "SPADEImageToSegmap",
-    "SPADELoadSegmap",
-    "SPADEModel",
-    "SPADEModelLoader",
-    "SPADESynthesize",
-    "Segmap",
-    "comfy_entrypoint",
-]
+__all__ = nodes.__all__

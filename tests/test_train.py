@@ -342,3 +342,20 @@ def test_ema_warm_up_keeps_short_runs_away_from_the_initialisation():
     # with a flat 0.999 the average would still hold 0.999**1500 = 22% of the initial 0
     assert ema.model.weight.item() > 0.99
     assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
+
+
+def test_remove_initial_share_recovers_a_flat_ema_from_its_initialisation():
+    from spade_core.train.ema import EMA, remove_initial_share
+
+    live = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        live.weight.fill_(-3.0)
+    initial = copy.deepcopy(live)
+    ema = EMA(live, decay=0.99)
+    with torch.no_grad():
+        live.weight.fill_(2.0)
+    for _ in range(50):
+        ema.update(live)  # flat decay: 0.99**50 = 61% of the average is still the initial -3
+    assert ema.model.weight.item() < 0
+    remove_initial_share(ema.model, initial, 0.99, 50)
+    assert ema.model.weight.item() == pytest.approx(2.0, abs=1e-5)

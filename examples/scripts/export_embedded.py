@@ -24,6 +24,7 @@ from spade_core.models import SPADEEncoder, SPADEGenerator
 from spade_core.pipeline import SPADEPipeline
 from spade_core.train.builders import build_networks
 from spade_core.train.config import TrainConfig
+from spade_core.train.ema import remove_initial_share
 
 
 def initial_generator(config: TrainConfig) -> SPADEGenerator:
@@ -35,18 +36,6 @@ def initial_generator(config: TrainConfig) -> SPADEGenerator:
     return generator
 
 
-def bias_corrected_ema(ema: SPADEGenerator, init: SPADEGenerator, decay: float, updates: int) -> SPADEGenerator:
-    """Remove the initial weights' share d**n from a flat-decay EMA (parameters only; buffers are live)."""
-    share = decay**updates
-    params = {name for name, _ in ema.named_parameters()}
-    init_state = init.state_dict()
-    state = {
-        k: (v - share * init_state[k]) / (1 - share) if k in params else v for k, v in ema.state_dict().items()
-    }
-    ema.load_state_dict(state)
-    return ema
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="pack/embedded from train_embedded_gpu.sh")
@@ -56,7 +45,7 @@ def main() -> None:
     config = TrainConfig.from_dict(json.loads((args.run / "train_config.json").read_text()))
     state = json.loads((args.run / "training_state.json").read_text())
     ema = SPADEGenerator.from_pretrained(args.run / "ema_generator", torch_dtype=torch.float32)
-    generator = bias_corrected_ema(ema, initial_generator(config), config.ema_decay, int(state["step"])).eval()
+    generator = remove_initial_share(ema, initial_generator(config), config.ema_decay, int(state["step"])).eval()
     encoder = SPADEEncoder.from_pretrained(args.run / "encoder", torch_dtype=torch.float32).eval()
     pipe = SPADEPipeline(generator=generator, encoder=encoder, label_set=get_label_set("landscape"))
     if args.fp16:

@@ -37,3 +37,17 @@ class EMA:
             ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
+
+
+@torch.no_grad()
+def remove_initial_share(ema_model: nn.Module, initial_model: nn.Module, decay: float, updates: int) -> nn.Module:
+    """Bias-correct a flat-decay EMA in place: ``(ema - d**n * w0) / (1 - d**n)`` on the parameters.
+
+    For averages made without the warm-up (``update(model)`` with no step), where the initial
+    weights ``w0`` keep a share ``decay**updates``; buffers are the live model's and stay as they are.
+    """
+    share = decay**updates
+    initial = dict(initial_model.named_parameters())
+    for name, param in ema_model.named_parameters():
+        param.sub_(share * initial[name].to(param.dtype)).div_(1 - share)
+    return ema_model
