@@ -4,8 +4,9 @@ For each preset (random weights with realistic magnitudes) and each layout (real
 maps from ``tests/data/coco_stuff_sample`` mapped to the preset's labels, and uniform random
 noise as the worst case), the two paths run alternately in one process. Reported: seconds per
 image (median, with min-max to show the noise), speed-up, max abs difference, peak memory of one
-forward, and achieved GFLOP/s (the plain forward's FLOPs over each time) beside a large-matmul
-probe measured in the same run.
+forward, achieved GFLOP/s (the plain forward's FLOPs over each time) beside a large-matmul
+probe measured in the same run, and each path's max abs error against a float64 forward (both
+round differently, so their difference can exceed either one's own error).
 
     python benchmarks/generator_speed.py --presets ade20k --size 256 --repeats 3
     python benchmarks/generator_speed.py --device cuda --dtype float16 --json gpu.json
@@ -14,6 +15,7 @@ probe measured in the same run.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -214,6 +216,7 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
     size = parse_size(args.size, generator)
     cases = layouts(generator, size, args.samples, args.batch, args.seed)
     flops = forward_flops(generator, next(iter(cases.values())), None) / args.batch
+    exact = copy.deepcopy(generator).double() if args.truth else None
     generator = generator.to(device=device, dtype=dtype)
     fast = optimize_generator(generator)
     z_dim = generator.config.z_dim
@@ -225,6 +228,11 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
             plain_out = generator(semantics, z)
             fast_out = fast(semantics, z)
             diff = (plain_out.float() - fast_out.float()).abs().max().item()
+            plain_error = fast_error = float("nan")
+            if exact is not None:  # both paths against the float64 forward (on the CPU)
+                truth = exact(semantics.cpu().double(), None if z is None else z.cpu().double())
+                plain_error = (plain_out.cpu().double() - truth).abs().max().item()
+                fast_error = (fast_out.cpu().double() - truth).abs().max().item()
             plain_times, fast_times = [], []
             for r in range(args.repeats):  # alternate, and alternate who goes first
                 order = [("plain", generator), ("fast", fast)]
@@ -244,6 +252,8 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
             "fast_range": [min(fast_times), max(fast_times)],
             "speedup": plain_s / fast_s,
             "max_abs_diff": diff,
+            "plain_error_vs_float64": plain_error,
+            "fast_error_vs_float64": fast_error,
             "plain_peak_mb": plain_mem,
             "fast_peak_mb": fast_mem,
             "gflop": flops / 1e9,
@@ -252,14 +262,18 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
             "probe_gflops": probe,
         }
         rows.append(row)
-        print(f"  {preset} {name}: plain {plain_s:.3f}s fast {fast_s:.3f}s x{row['speedup']:.2f} diff {diff:.1e}", flush=True)
+        print(
+            f"  {preset} {name}: plain {plain_s:.3f}s fast {fast_s:.3f}s x{row['speedup']:.2f} diff {diff:.1e} "
+            f"(vs float64: plain {plain_error:.1e}, fast {fast_error:.1e})",
+            flush=True,
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     head = (
         "| preset | layout | size | plain s/img (min-max) | fast s/img (min-max) | speed-up | max abs diff "
-        "| peak MB plain / fast | GFLOP | GFLOP/s plain / fast (effective) / probe |"
+        "| error vs float64 plain / fast | peak MB plain / fast | GFLOP | GFLOP/s plain / fast (effective) / probe |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
@@ -268,6 +282,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['plain_s']:.3f} ({r['plain_range'][0]:.2f}-{r['plain_range'][1]:.2f}) "
             f"| {r['fast_s']:.3f} ({r['fast_range'][0]:.2f}-{r['fast_range'][1]:.2f}) "
             f"| {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} "
+            f"| {r['plain_error_vs_float64']:.1e} / {r['fast_error_vs_float64']:.1e} "
             f"| {r['plain_peak_mb']:.0f} / {r['fast_peak_mb']:.0f} | {r['gflop']:.0f} "
             f"| {r['plain_gflops']:.0f} / {r['fast_effective_gflops']:.0f} / {r['probe_gflops']:.0f} |"
         )
@@ -286,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-truth", dest="truth", action="store_false", help="skip the float64 forward that measures each path's error"
+    )
     parser.add_argument("--json", default=None, help="also write the rows and environment to this file")
     args = parser.parse_args(argv)
 

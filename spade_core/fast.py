@@ -24,7 +24,6 @@ one matmul. Inputs that are not exact one-hot maps go through the plain generato
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +34,8 @@ from .models.blocks import SPADEResnetBlock
 from .models.generator import SPADEGenerator
 from .models.layers import has_spectral_norm
 from .models.normalization import SPADE
+from .workspace import Workspace
+from .winograd import direct_weight, winograd_conv3x3, winograd_weight
 
 # A resolution uses the pattern path when its estimated cost, in units of one dense pixel's
 # gamma/beta matmul, is below the dense path's (one unit per pixel): each distinct mlp_shared
@@ -51,8 +52,16 @@ SPARSE_MEMORY_ALLOWANCE = 4096
 SHARED_CONV_MAX_CHANNELS = 32
 # Main-path convs on CPU maps of at most this many pixels run as im2col + one matmul.
 IM2COL_MAX_PIXELS = 256
-# The scratch buffer for per-pixel scale/shift maps is kept between calls up to this size.
-SCRATCH_KEEP_BYTES = 256 * 2**20
+# 3x3 convs run as Winograd F(2x2, 3x3) (spade_core.winograd) when in * out channels reach
+# WINOGRAD_MIN_PRODUCT and the map has at least WINOGRAD_MIN_TILES 2x2 tiles (or a quarter of
+# that for layers reaching WINOGRAD_WIDE_PRODUCT): with fewer tiles, reading the 16/9 larger
+# transformed weight costs more than the saved multiplies. Measured on a 2-core AVX-512 CPU.
+WINOGRAD_MIN_PRODUCT = 2**16
+WINOGRAD_WIDE_PRODUCT = 2**19
+WINOGRAD_MIN_TILES = 64
+# Per-pixel modulation gathers scale and shift rows in chunks of about this many elements, so
+# that they stay in cache between the gather and the multiply-add.
+MODULATE_CHUNK = 2**18
 _MAX_CODE = 2**62
 
 
@@ -106,28 +115,6 @@ def _window_ids(grid: torch.Tensor, bound: int, k: int) -> tuple[torch.Tensor, t
     return ids.view(n, height, width), torch.cat(rows)
 
 
-class _Scratch:
-    """One flat buffer reused for every per-pixel scale/shift map of a forward (and kept between
-    calls up to ``SCRATCH_KEEP_BYTES``): fresh large tensors cost a page fault per 4 KiB on CPU."""
-
-    def __init__(self) -> None:
-        self._buffers: dict[int, torch.Tensor] = {}  # per thread, so concurrent calls don't share
-
-    def get(self, rows: int, columns: int, like: torch.Tensor) -> torch.Tensor:
-        key = threading.get_ident()
-        buffer = self._buffers.get(key)
-        if buffer is None or buffer.numel() < rows * columns or buffer.device != like.device or buffer.dtype != like.dtype:
-            buffer = like.new_empty(rows * columns)
-            self._buffers[key] = buffer
-        return buffer[: rows * columns].view(rows, columns)
-
-    def trim(self) -> None:
-        key = threading.get_ident()
-        buffer = self._buffers.get(key)
-        if buffer is not None and buffer.numel() * buffer.element_size() > SCRATCH_KEEP_BYTES:
-            del self._buffers[key]
-
-
 @dataclass
 class _Plan:
     """Per-resolution look-up structure, shared by every SPADE layer at that resolution.
@@ -142,7 +129,7 @@ class _Plan:
     pattern_ids: torch.Tensor | None  # (N*h*w,) id of each pixel's window of hidden ids (sparse)
     pattern_index: torch.Tensor | None  # (n_patterns, k*k) bag indices into per-tap products (sparse)
     keys: torch.Tensor  # (N, h, w) label keys at this resolution
-    scratch: _Scratch
+    workspace: Workspace
     one_hot_cache: dict = field(default_factory=dict)
 
     def one_hot(self, n_classes: int, use_edge: bool, dtype: torch.dtype) -> torch.Tensor:
@@ -157,7 +144,7 @@ class _Plan:
 
 
 def _make_plan(
-    keys: torch.Tensor, size: tuple[int, int], k: int, n_keys: int, scratch: _Scratch, lookups: bool = True
+    keys: torch.Tensor, size: tuple[int, int], k: int, n_keys: int, workspace: Workspace, lookups: bool = True
 ) -> _Plan:
     """Plan for feature maps of ``size``; ``keys`` (N,1,H,W) float label keys at full resolution.
 
@@ -172,7 +159,7 @@ def _make_plan(
         as_float = grid[:, None].float()
         mixed = int((F.max_pool2d(as_float, k, 1) != -F.max_pool2d(-as_float, k, 1)).sum())
         if mixed > SPARSE_MARGIN * keys.numel():
-            return _Plan(tuple(keys.shape), None, None, None, None, keys, scratch)
+            return _Plan(tuple(keys.shape), None, None, None, None, keys, workspace)
     hidden_ids, key_windows = _window_ids(grid, n_keys, k)
     n_hidden = key_windows.shape[0]
     key_index = key_windows * (k * k) + taps
@@ -185,15 +172,19 @@ def _make_plan(
         pattern_ids, hidden_windows = _window_ids(hidden_grid, rows, k)
         sparse = rows + PATTERN_COST * hidden_windows.shape[0] <= SPARSE_MARGIN * pixels
     if not sparse:
-        return _Plan(tuple(keys.shape), hidden_ids, key_index, None, None, keys, scratch)
-    pattern_index = taps * rows + hidden_windows  # per-tap products are stored tap-major
-    return _Plan(tuple(keys.shape), hidden_ids, key_index, pattern_ids.reshape(-1), pattern_index, keys, scratch)
+        return _Plan(tuple(keys.shape), hidden_ids, key_index, None, None, keys, workspace)
+    pattern_index = hidden_windows * (k * k) + taps  # per-tap products: row id * k*k + tap
+    return _Plan(tuple(keys.shape), hidden_ids, key_index, pattern_ids.reshape(-1), pattern_index, keys, workspace)
 
 
-def _upsample2(x: torch.Tensor) -> torch.Tensor:
-    """Nearest x2 upsampling (equal to ``F.interpolate(x, scale_factor=2)``, several times faster on CPU)."""
+def _upsample2(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Nearest x2 upsampling into ``out`` (equal to ``F.interpolate(x, scale_factor=2)``): each
+    column twice into the even rows, then the even rows into the odd ones."""
     n, c, h, w = x.shape
-    return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+    rows = out.view(n, c, h, 2, w, 2)
+    rows[:, :, :, 0].copy_(x[..., None].expand(n, c, h, w, 2))
+    rows[:, :, :, 1].copy_(rows[:, :, :, 0])
+    return out
 
 
 def _per_pixel(columns: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -246,16 +237,37 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return out.view(n, -1, h, w)
 
 
-class _Conv(nn.Module):
-    """A stride-1 "same" conv with fixed (folded) weights."""
+def _use_winograd(weight_shape: tuple[int, ...], map_size: tuple[int, int], batch: int = 1) -> bool:
+    """Whether a 3x3 conv of this shape on (batch, map_size) maps is faster as Winograd (see above)."""
+    out_channels, in_channels, kh, kw = weight_shape
+    product = in_channels * out_channels
+    tiles = batch * ((map_size[0] + 1) // 2) * ((map_size[1] + 1) // 2)
+    wide_enough = tiles >= WINOGRAD_MIN_TILES or (product >= WINOGRAD_WIDE_PRODUCT and tiles >= WINOGRAD_MIN_TILES // 4)
+    return (kh, kw) == (3, 3) and product >= WINOGRAD_MIN_PRODUCT and wide_enough
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+
+def _winograd_dtype(x: torch.Tensor) -> bool:
+    """Winograd's transforms add and subtract activations: only in float32/float64 do they round
+    no worse than a direct conv (low precision takes the direct conv)."""
+    return x.dtype in (torch.float32, torch.float64)
+
+
+class _Conv(nn.Module):
+    """A stride-1 "same" conv with fixed (folded) weights, stored for Winograd when ``winograd``
+    (the direct weight is then rebuilt per call for dtypes Winograd skips)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, winograd: bool = False) -> None:
         super().__init__()
-        self.register_buffer("weight", weight.contiguous(), persistent=False)
+        self.register_buffer("weight", None if winograd else weight.contiguous(), persistent=False)
+        self.register_buffer("winograd", winograd_weight(weight) if winograd else None, persistent=False)
         self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _conv2d(x, self.weight, self.bias)
+        if self.winograd is None:
+            return _conv2d(x, self.weight, self.bias)
+        if _winograd_dtype(x):
+            return winograd_conv3x3(x, self.winograd, self.bias)
+        return F.conv2d(x, direct_weight(self.winograd), self.bias, padding=1)
 
 
 class _FastSPADE(nn.Module):
@@ -289,9 +301,9 @@ class _FastSPADE(nn.Module):
             self.norm = "folded"
         else:
             self.norm = "instance" if isinstance(norm, nn.InstanceNorm2d) else "batch"
-        # (2C, k*k, hidden): output, tap, input, so that each tap's (2C, hidden) block is a matrix
-        weight = torch.cat([w_gamma, w_beta]).flatten(2).transpose(1, 2).contiguous()
-        self.register_buffer("mod_weight", weight.to(dtype), persistent=False)
+        # (hidden, k*k * 2C): one matmul gives every hidden row's contribution at every tap
+        weight = torch.cat([w_gamma, w_beta]).flatten(2).permute(1, 2, 0)
+        self.register_buffer("mod_taps", weight.reshape(weight.shape[0], -1).to(dtype).contiguous(), persistent=False)
         self.register_buffer("mod_bias", torch.cat([b_scale, b_beta]).to(dtype), persistent=False)
 
     def _hidden_rows(self, plan: _Plan) -> torch.Tensor:
@@ -301,28 +313,24 @@ class _FastSPADE(nn.Module):
 
     def _mod_conv_weight(self) -> torch.Tensor:
         """Merged gamma/beta weight in conv layout (2C, hidden, k, k), built on first dense use."""
-        w = self.mod_weight
+        w, k = self.mod_taps, self.kernel_size
         key = (w.data_ptr(), 0 if w.is_inference() else w._version, w.dtype, w.device)
         if self._conv_weight is None or self._conv_weight[0] != key:
-            k = self.kernel_size
-            weight = w.transpose(1, 2).reshape(w.shape[0], w.shape[2], k, k).contiguous()
+            weight = w.view(w.shape[0], k * k, -1).permute(2, 0, 1).reshape(-1, w.shape[0], k, k).contiguous()
             self._conv_weight = (key, weight)
         return self._conv_weight[1]
 
-    def scale_shift(self, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-pixel (scale, shift), each (N, C, h, w), as SPADE computes them (eval norm folded)."""
+    def pattern_table(self, plan: _Plan) -> torch.Tensor:
+        """(2C, n_patterns): scale rows then shift rows of each distinct pattern (pattern plans)."""
+        hidden = self._hidden_rows(plan)
+        per_tap = torch.mm(hidden, self.mod_taps).view(-1, 2 * self.channels)  # row id * k*k + tap
+        table = F.embedding_bag(plan.pattern_index, per_tap, mode="sum") + self.mod_bias
+        return table.t().contiguous()
+
+    def dense_scale_shift(self, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel (scale, shift), each (N, C, h, w), for dense plans."""
         c = self.channels
-        out_channels, taps, _ = self.mod_weight.shape
-        if plan.pattern_ids is not None:
-            hidden = self._hidden_rows(plan)
-            per_tap = hidden.new_empty(taps, hidden.shape[0], out_channels)  # row tap * rows + id
-            for t in range(taps):
-                torch.mm(hidden, self.mod_weight[:, t].t(), out=per_tap[t])
-            table = F.embedding_bag(plan.pattern_index, per_tap.view(-1, out_channels), mode="sum") + self.mod_bias
-            out = plan.scratch.get(out_channels, plan.pattern_ids.numel(), hidden)
-            torch.index_select(table.t().contiguous(), 1, plan.pattern_ids, out=out)
-            return _per_pixel(out[:c], plan.shape), _per_pixel(out[c:], plan.shape)
-        # dense: the hidden map, then one merged conv (no per-pixel im2col gathers)
+        # the hidden map, then one merged conv (no per-pixel im2col gathers)
         if self.shared_weight is not None:
             sem = plan.one_hot(self.n_classes, self.use_edge, self.shared_weight.dtype)
             hidden_map = F.relu(F.conv2d(sem, self.shared_weight, self.shared_bias, padding=self.kernel_size // 2))
@@ -332,34 +340,71 @@ class _FastSPADE(nn.Module):
         out = F.conv2d(hidden_map, self._mod_conv_weight(), self.mod_bias, padding=self.kernel_size // 2)
         return out[:, :c], out[:, c:]
 
-    def forward(self, x: torch.Tensor, plan: _Plan) -> torch.Tensor:
-        """Modulated (N, C, h, w); written over the freshly computed shift."""
-        scale, shift = self.scale_shift(plan)
+    def forward(self, x: torch.Tensor, plan: _Plan, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Modulated (N, C, h, w) ``x * scale + shift``: into ``out`` (which may be ``x`` itself)
+        for pattern plans, over the freshly computed shift for dense ones."""
         if self.norm == "instance":
             x = F.instance_norm(x, eps=self.eps)
         elif self.norm == "batch":
             x = F.batch_norm(x, None, None, training=True, eps=self.eps)
-        return shift.addcmul_(x, scale)
+        if plan.pattern_ids is None:
+            scale, shift = self.dense_scale_shift(plan)
+            return shift.addcmul_(x, scale)
+        if out is None or not out.is_contiguous():
+            out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        _modulate(x, self.pattern_table(plan), plan.pattern_ids.view(x.shape[0], -1), out, plan.workspace)
+        return out
+
+
+def _modulate(x: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, out: torch.Tensor, workspace: Workspace) -> None:
+    """out = x * scale + shift with per-pixel (scale, shift) = columns ``ids`` of ``table`` (2C, patterns).
+
+    Gathered a few channels at a time, so that the gathered rows are still in cache when used.
+    """
+    n, c = x.shape[:2]
+    x, out = x.reshape(n, c, -1), out.view(n, c, -1)
+    pixels = x.shape[2]
+    rows = max(1, min(c, MODULATE_CHUNK // pixels))
+    gathered = workspace.get("modulation", (2, rows, pixels), x)
+    for i in range(n):
+        for start in range(0, c, rows):
+            stop = min(c, start + rows)
+            scale, shift = gathered[0, : stop - start], gathered[1, : stop - start]
+            torch.index_select(table[start:stop], 1, ids[i], out=scale)
+            torch.index_select(table[c + start : c + stop], 1, ids[i], out=shift)
+            torch.addcmul(shift, x[i, start:stop], scale, out=out[i, start:stop])
 
 
 class _FastBlock(nn.Module):
-    """SPADEResnetBlock with folded conv weights and fast SPADE layers."""
+    """SPADEResnetBlock with folded conv weights and fast SPADE layers; ``map_size`` (the block's
+    map at the model's native size) picks the convs that run as Winograd."""
 
-    def __init__(self, block: SPADEResnetBlock, n_classes: int, use_edge: bool) -> None:
+    def __init__(self, block: SPADEResnetBlock, n_classes: int, use_edge: bool, map_size: tuple[int, int]) -> None:
         super().__init__()
         self.learned_shortcut = block.learned_shortcut
-        self.conv_0 = _Conv(_effective_weight(block.conv_0), block.conv_0.bias)
-        self.conv_1 = _Conv(_effective_weight(block.conv_1), block.conv_1.bias)
+        for name in ("conv_0", "conv_1"):
+            weight = _effective_weight(getattr(block, name))
+            conv = _Conv(weight, getattr(block, name).bias, _use_winograd(tuple(weight.shape), map_size))
+            setattr(self, name, conv)
         self.norm_0 = _FastSPADE(block.norm_0, n_classes, use_edge)
         self.norm_1 = _FastSPADE(block.norm_1, n_classes, use_edge)
         if self.learned_shortcut:
-            self.conv_s = _Conv(_effective_weight(block.conv_s), None)
+            self.register_buffer("shortcut_weight", _effective_weight(block.conv_s).flatten(1), persistent=False)
             self.norm_s = _FastSPADE(block.norm_s, n_classes, use_edge)
 
+    def _shortcut(self, x: torch.Tensor, plan: _Plan) -> torch.Tensor:
+        """conv_s (1x1, no bias) of norm_s(x), as one matmul per sample into the workspace."""
+        n, c, h, w = x.shape
+        modulated = self.norm_s(x, plan, plan.workspace.get("modulated", x.shape, x))
+        out = plan.workspace.get("shortcut", (n, self.shortcut_weight.shape[0], h, w), x)
+        for i in range(n):
+            torch.mm(self.shortcut_weight, modulated[i].reshape(c, h * w), out=out[i].view(-1, h * w))
+        return out
+
     def forward(self, x: torch.Tensor, plan: _Plan) -> torch.Tensor:
-        x_s = self.conv_s(self.norm_s(x, plan)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu_(self.norm_0(x, plan), 0.2))
-        dx = self.conv_1(F.leaky_relu_(self.norm_1(dx, plan), 0.2))
+        x_s = self._shortcut(x, plan) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu_(self.norm_0(x, plan, plan.workspace.get("modulated", x.shape, x)), 0.2))
+        dx = self.conv_1(F.leaky_relu_(self.norm_1(dx, plan, dx), 0.2))
         return dx.add_(x_s)
 
 
@@ -387,15 +432,23 @@ class FastSPADEGenerator(nn.Module):
         names = ["head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3"]
         if cfg.num_upsampling_layers == "most":
             names.append("up_4")
-        self.blocks = nn.ModuleDict(
-            {name: _FastBlock(getattr(generator, name), self.n_classes, self.use_edge) for name in names}
-        )
+        self.blocks = nn.ModuleDict()
+        map_size = (generator.sh, generator.sw)
+        for name in names:
+            if self._upsamples_before(name):
+                map_size = (2 * map_size[0], 2 * map_size[1])
+            self.blocks[name] = _FastBlock(getattr(generator, name), self.n_classes, self.use_edge, map_size)
         self.conv_img = _Conv(generator.conv_img.weight.detach().clone(), generator.conv_img.bias)
-        self._scratch = _Scratch()
+        self._workspace = Workspace()
 
     @property
     def config(self):
         return self.generator.config
+
+    def _upsamples_before(self, name: str) -> bool:
+        """Whether the generator doubles the map right before block ``name``."""
+        more = self.config.num_upsampling_layers in ("more", "most")
+        return name.startswith("up_") or name == "G_middle_0" or (name == "G_middle_1" and more)
 
     def _keys(self, semantics: torch.Tensor) -> torch.Tensor | None:
         """(N, 1, H, W) float32 keys (class + n_classes * edge), or None if not an exact one-hot map.
@@ -432,7 +485,7 @@ class FastSPADEGenerator(nn.Module):
         def plan(size: tuple[int, int], k: int = self.kernel_size) -> _Plan:
             key = (int(size[0]), int(size[1]), k)
             if key not in plans:
-                plans[key] = _make_plan(keys, key[:2], k, self.n_keys, self._scratch, self.needs_lookups)
+                plans[key] = _make_plan(keys, key[:2], k, self.n_keys, self._workspace, self.needs_lookups)
             return plans[key]
 
         up = g.size_multiple
@@ -449,13 +502,13 @@ class FastSPADEGenerator(nn.Module):
                 x = _per_pixel(rows.t().contiguous().index_select(1, start.hidden_ids.reshape(-1)), start.shape)
         x = x.contiguous()
 
-        more = g.config.num_upsampling_layers in ("more", "most")
         for name, block in self.blocks.items():
-            if name.startswith("up_") or name == "G_middle_0" or (name == "G_middle_1" and more):
-                x = _upsample2(x)
+            if self._upsamples_before(name):
+                x = _upsample2(x, self._workspace.get("upsampled", (*x.shape[:2], 2 * x.shape[2], 2 * x.shape[3]), x))
             x = block(x, plan(x.shape[2:]))
-        self._scratch.trim()
-        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+        out = torch.tanh_(self.conv_img(F.leaky_relu_(x, 0.2)))
+        self._workspace.trim()
+        return out
 
 
 def optimize_generator(generator: SPADEGenerator) -> FastSPADEGenerator:

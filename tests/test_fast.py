@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from spade_core.fast import FastSPADEGenerator, _make_plan, _Scratch, optimize_generator
+from spade_core.fast import FastSPADEGenerator, _make_plan, optimize_generator
 from spade_core.hub.nvlabs import convert_nvlabs_checkpoint
 from spade_core.models import SPADEGenerator
+from spade_core.workspace import Workspace
 
 TESTS = Path(__file__).resolve().parent
 NVLABS = TESTS / "fixtures" / "nvlabs"
@@ -80,7 +81,7 @@ def _tiny(preset: str, semantics_for_calibration=None, **overrides) -> SPADEGene
     saturation, where float32 rounding of huge values would dominate.
     """
     torch.manual_seed(0)
-    generator = SPADEGenerator.from_preset(preset, ngf=4, **{"init_type": "kaiming", **overrides})
+    generator = SPADEGenerator.from_preset(preset, **{"ngf": 4, "init_type": "kaiming", **overrides})
     with torch.no_grad():
         for name, param in generator.named_parameters():
             if name.endswith("bias"):
@@ -195,10 +196,10 @@ def test_every_pixel_different_falls_back_to_dense_and_matches(label_nc):
     fast = optimize_generator(generator)
     assert fast.needs_lookups == (label_nc == 182)
     keys = fast._keys(sem)
-    plan = _make_plan(keys, (64, 64), 3, fast.n_keys, _Scratch(), fast.needs_lookups)
+    plan = _make_plan(keys, (64, 64), 3, fast.n_keys, Workspace(), fast.needs_lookups)
     assert plan.pattern_ids is None  # dense fallback
     real_keys = fast._keys(_coco_layouts(generator, (64, 64), 1))
-    assert _make_plan(real_keys, (64, 64), 3, fast.n_keys, _Scratch()).pattern_ids is not None  # pattern path
+    assert _make_plan(real_keys, (64, 64), 3, fast.n_keys, Workspace()).pattern_ids is not None  # pattern path
 
 
 def test_not_one_hot_input_uses_the_plain_path():
@@ -220,6 +221,15 @@ def test_input_errors_are_the_generators():
         fast(torch.zeros(1, generator.semantic_nc, 48, 48))
     with pytest.raises(ValueError, match="SPADEGenerator"):
         optimize_generator(torch.nn.Linear(2, 2))
+
+
+def test_wide_layers_run_as_winograd_and_match():
+    # ngf 16 at 256x256: the 256-channel G_middle blocks at 16x16 are wide enough for Winograd
+    generator = _tiny("ade20k", lambda g: _coco_layouts(g, (256, 256), 2), ngf=16, label_nc=20)
+    fast = optimize_generator(generator)
+    assert fast.blocks["G_middle_0"].conv_0.winograd is not None
+    assert fast.blocks["head_0"].conv_0.winograd is None  # 8x8: too few tiles at this width
+    _compare(generator, _coco_layouts(generator, (256, 256), 2))
 
 
 @pytest.mark.parametrize("dtype, slack", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
