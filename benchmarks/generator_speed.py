@@ -4,9 +4,10 @@ For each preset (random weights with realistic magnitudes) and each layout (real
 maps from ``tests/data/coco_stuff_sample`` mapped to the preset's labels, and uniform random
 noise as the worst case), the two paths run alternately in one process. Reported: seconds per
 image (median, with min-max to show the noise), speed-up, max abs difference, peak memory of one
-forward, achieved GFLOP/s (the plain forward's FLOPs over each time) beside a large-matmul
-probe measured in the same run, and each path's max abs error against a float64 forward (both
-round differently, so their difference can exceed either one's own error).
+forward (plus, for the fast path, what it holds between calls: folded weights and reused
+buffers), achieved GFLOP/s (the plain forward's FLOPs over each time) beside a large-matmul probe
+measured in the same run, and each path's max abs error against a float64 forward (both round
+differently, so their difference can exceed either one's own error).
 
     python benchmarks/generator_speed.py --presets ade20k --size 256 --repeats 3
     python benchmarks/generator_speed.py --device cuda --dtype float16 --json gpu.json
@@ -32,6 +33,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from spade_core import winograd  # noqa: E402
 from spade_core.fast import optimize_generator  # noqa: E402
 from spade_core.models import SPADEGenerator  # noqa: E402
 
@@ -103,6 +105,13 @@ def peak_memory_mb(run, device: torch.device) -> float:
     base = _rss_mb("VmRSS")
     run()
     return _rss_mb("VmHWM") - base
+
+
+def held_mb(fast: torch.nn.Module) -> float:
+    """Memory the fast module keeps between calls: its folded weights and reused buffers."""
+    plain = {id(t) for t in fast.generator.state_dict().values()}
+    weights = sum(b.numel() * b.element_size() for b in fast.buffers() if id(b) not in plain)
+    return (weights + fast._workspace.nbytes() + winograd._WORKSPACE.nbytes()) / 2**20
 
 
 def one_hot(labels: torch.Tensor, n_classes: int, edges: torch.Tensor | None) -> torch.Tensor:
@@ -241,6 +250,7 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
                     (plain_times if label == "plain" else fast_times).append(t)
             plain_mem = peak_memory_mb(partial(generator, semantics, z), device)
             fast_mem = peak_memory_mb(partial(fast, semantics, z), device)
+            held = held_mb(fast)
         plain_s, fast_s = statistics.median(plain_times), statistics.median(fast_times)
         row = {
             "preset": preset,
@@ -256,6 +266,7 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
             "fast_error_vs_float64": fast_error,
             "plain_peak_mb": plain_mem,
             "fast_peak_mb": fast_mem,
+            "fast_held_mb": held,
             "gflop": flops / 1e9,
             "plain_gflops": flops / plain_s / 1e9,
             "fast_effective_gflops": flops / fast_s / 1e9,
@@ -273,7 +284,7 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
 def table(rows: list[dict]) -> str:
     head = (
         "| preset | layout | size | plain s/img (min-max) | fast s/img (min-max) | speed-up | max abs diff "
-        "| error vs float64 plain / fast | peak MB plain / fast | GFLOP | GFLOP/s plain / fast (effective) / probe |"
+        "| error vs float64 plain / fast | peak MB plain / fast (+ held) | GFLOP | GFLOP/s plain / fast (effective) / probe |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
@@ -283,7 +294,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['fast_s']:.3f} ({r['fast_range'][0]:.2f}-{r['fast_range'][1]:.2f}) "
             f"| {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} "
             f"| {r['plain_error_vs_float64']:.1e} / {r['fast_error_vs_float64']:.1e} "
-            f"| {r['plain_peak_mb']:.0f} / {r['fast_peak_mb']:.0f} | {r['gflop']:.0f} "
+            f"| {r['plain_peak_mb']:.0f} / {r['fast_peak_mb']:.0f} (+{r['fast_held_mb']:.0f}) | {r['gflop']:.0f} "
             f"| {r['plain_gflops']:.0f} / {r['fast_effective_gflops']:.0f} / {r['probe_gflops']:.0f} |"
         )
     return "\n".join(lines)

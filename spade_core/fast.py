@@ -17,9 +17,15 @@ rounding differs, well within 1e-4 in float32):
 
 A resolution whose layout has too many distinct windows (noise-like maps) goes dense: the hidden
 map (looked up, or a conv over the one-hot map for models with few channels) and one merged
-gamma/beta conv, which is never slower than the plain layer. Activations stay NCHW (oneDNN's
-channels-last kernels round noticeably worse in float32); maps of a few hundred pixels use im2col +
-one matmul. Inputs that are not exact one-hot maps go through the plain generator.
+gamma/beta conv, which is never slower than the plain layer. Inputs that are not exact one-hot
+maps go through the plain generator.
+
+The main image path runs the plain one's convolutions, except that wide 3x3 convs on small maps
+(SPADE's 512-1024-channel blocks) run as Winograd F(2x2, 3x3) (``spade_core.winograd``: 2.25x
+fewer multiplies, float32 error of the same order), maps of a few hundred pixels use im2col + one
+matmul, and 1x1 shortcuts are plain matmuls. Activations stay NCHW
+(oneDNN's channels-last kernels round noticeably worse in float32). Large per-call buffers
+(modulated maps, upsampled maps, shortcuts) are reused between calls (``spade_core.workspace``).
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ from .models.blocks import SPADEResnetBlock
 from .models.generator import SPADEGenerator
 from .models.layers import has_spectral_norm
 from .models.normalization import SPADE
-from .workspace import Workspace
 from .winograd import direct_weight, winograd_conv3x3, winograd_weight
+from .workspace import Workspace
 
 # A resolution uses the pattern path when its estimated cost, in units of one dense pixel's
 # gamma/beta matmul, is below the dense path's (one unit per pixel): each distinct mlp_shared

@@ -36,6 +36,10 @@ class Workspace:
             store[name] = buffer
         return buffer[:numel].view(shape)
 
+    def nbytes(self) -> int:
+        """Bytes this thread's buffers hold."""
+        return sum(b.numel() * b.element_size() for b in self._store().values())
+
     def trim(self, keep_bytes: int = KEEP_BYTES) -> None:
         """Drop this thread's buffers larger than ``keep_bytes``."""
         store = self._store()
