@@ -21,10 +21,10 @@ gamma/beta conv, which is never slower than the plain layer. Inputs that are not
 maps go through the plain generator.
 
 The main image path runs the plain one's convolutions, except that wide 3x3 convs on small maps
-(SPADE's 512-1024-channel blocks) run as Winograd F(2x2, 3x3) (``spade_core.winograd``: 2.25x
-fewer multiplies, float32 error of the same order), maps of a few hundred pixels use im2col + one
-matmul, and 1x1 shortcuts are plain matmuls. Activations stay NCHW
-(oneDNN's channels-last kernels round noticeably worse in float32). Large per-call buffers
+(SPADE's 256-1024-channel convs at 8x8-64x64) run as Winograd F(2x2, 3x3)
+(``spade_core.winograd``: 2.25x fewer multiplies, float32 error of the same order), maps of a few
+hundred pixels use im2col + one matmul, and 1x1 shortcuts are plain matmuls. Activations stay
+NCHW (oneDNN's channels-last kernels round noticeably worse in float32). Large per-call buffers
 (modulated maps, upsampled maps, shortcuts) are reused between calls (``spade_core.workspace``).
 """
 
@@ -61,10 +61,12 @@ IM2COL_MAX_PIXELS = 256
 # 3x3 convs run as Winograd F(2x2, 3x3) (spade_core.winograd) when in * out channels reach
 # WINOGRAD_MIN_PRODUCT and the map has at least WINOGRAD_MIN_TILES 2x2 tiles (or a quarter of
 # that for layers reaching WINOGRAD_WIDE_PRODUCT): with fewer tiles, reading the 16/9 larger
-# transformed weight costs more than the saved multiplies. Measured on a 2-core AVX-512 CPU.
+# transformed weight costs more than the saved multiplies. Above WINOGRAD_MAX_TILES (128x128
+# maps) the transforms' memory traffic costs more than they save. Measured on a 2-core AVX-512 CPU.
 WINOGRAD_MIN_PRODUCT = 2**16
 WINOGRAD_WIDE_PRODUCT = 2**19
 WINOGRAD_MIN_TILES = 64
+WINOGRAD_MAX_TILES = 64 * 64
 # Per-pixel modulation gathers scale and shift rows in chunks of about this many elements, so
 # that they stay in cache between the gather and the multiply-add.
 MODULATE_CHUNK = 2**18
@@ -249,7 +251,7 @@ def _use_winograd(weight_shape: tuple[int, ...], map_size: tuple[int, int], batc
     product = in_channels * out_channels
     tiles = batch * ((map_size[0] + 1) // 2) * ((map_size[1] + 1) // 2)
     wide_enough = tiles >= WINOGRAD_MIN_TILES or (product >= WINOGRAD_WIDE_PRODUCT and tiles >= WINOGRAD_MIN_TILES // 4)
-    return (kh, kw) == (3, 3) and product >= WINOGRAD_MIN_PRODUCT and wide_enough
+    return (kh, kw) == (3, 3) and product >= WINOGRAD_MIN_PRODUCT and wide_enough and tiles <= WINOGRAD_MAX_TILES
 
 
 def _winograd_dtype(x: torch.Tensor) -> bool:

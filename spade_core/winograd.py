@@ -5,7 +5,7 @@ Each 2x2 output tile comes from a 4x4 input tile: the input and the weight are m
 That is 16 multiplies per 4 outputs instead of 36 (2.25x fewer), exact in real arithmetic; in
 float32 its rounding matches a direct convolution's order (about 1e-6 relative). The transforms
 cost memory traffic in proportion to the channels, the matmuls in proportion to their product,
-so it pays off for wide layers on small maps (SPADE's 512-1024-channel blocks at 8x8-32x32).
+so it pays off for wide layers on small maps (SPADE's 256-1024-channel convs at 8x8-64x64).
 Intermediates live in a ``Workspace`` (per-thread buffers reused between calls).
 """
 

@@ -72,6 +72,7 @@ def test_use_winograd_picks_wide_layers_on_big_enough_maps():
     assert not _use_winograd((256, 256, 3, 3), (8, 8))  # too few tiles for its width
     assert not _use_winograd((128, 64, 3, 3), (256, 256))  # too narrow
     assert not _use_winograd((1024, 1024, 1, 1), (32, 32))  # not 3x3
+    assert not _use_winograd((256, 256, 3, 3), (256, 256))  # big maps: transforms cost more
 
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-5), (torch.bfloat16, 0.1), (torch.float16, 1e-2)])
