@@ -262,20 +262,28 @@ def _winograd_dtype(x: torch.Tensor) -> bool:
 
 class _Conv(nn.Module):
     """A stride-1 "same" conv with fixed (folded) weights, stored for Winograd when ``winograd``
-    (the direct weight is then rebuilt per call for dtypes Winograd skips)."""
+    (the direct weight is then rebuilt, once, for dtypes Winograd skips)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, winograd: bool = False) -> None:
         super().__init__()
         self.register_buffer("weight", None if winograd else weight.contiguous(), persistent=False)
         self.register_buffer("winograd", winograd_weight(weight) if winograd else None, persistent=False)
         self.register_buffer("bias", None if bias is None else bias.detach().clone(), persistent=False)
+        self._direct: tuple[tuple, torch.Tensor] | None = None
+
+    def _direct_weight(self) -> torch.Tensor:
+        u = self.winograd
+        key = (u.data_ptr(), 0 if u.is_inference() else u._version, u.dtype, u.device)
+        if self._direct is None or self._direct[0] != key:
+            self._direct = (key, direct_weight(u.float()).to(u.dtype))
+        return self._direct[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.winograd is None:
             return _conv2d(x, self.weight, self.bias)
         if _winograd_dtype(x):
             return winograd_conv3x3(x, self.winograd, self.bias)
-        return F.conv2d(x, direct_weight(self.winograd), self.bias, padding=1)
+        return F.conv2d(x, self._direct_weight(), self.bias, padding=1)
 
 
 class _FastSPADE(nn.Module):
