@@ -172,6 +172,25 @@ def test_model_card_refresh_keeps_licence_metrics_and_source(saved, tmp_path):
     assert read_model_card_metadata(folder)["license"] == "mit"
 
 
+def test_model_card_refresh_keeps_hand_written_notes_and_sections(saved, tmp_path):
+    folder = _copy(saved[0], tmp_path / "p")
+    write_model_card(folder, metrics={"miou": 34.1})
+    readme = folder / "README.md"
+    text = readme.read_text()
+    text = text.replace("| mIoU (higher is better) | 34.1 |\n", "| mIoU (higher is better) | 34.1 |\n\nScored on 80 held-out layouts.\n")
+    text = text.replace("## License", "## Limitations\n\nTextures stay soft.\n\n## License")
+    readme.write_text(text)
+    write_model_card(folder, metrics={"miou": 36.0}, repo_id="me/garden")
+    refreshed = readme.read_text()
+    assert "| mIoU (higher is better) | 36.0 |" in refreshed and "34.1" not in refreshed
+    assert refreshed.count("Scored on 80 held-out layouts.") == 1
+    assert refreshed.index("Scored on 80") < refreshed.index("## How to use")
+    assert refreshed.count("## Limitations\n\nTextures stay soft.") == 1
+    assert refreshed.index("## Limitations") < refreshed.index("## License")
+    write_model_card(folder, repo_id="me/garden")  # refreshing again changes nothing
+    assert readme.read_text() == refreshed
+
+
 def test_built_in_label_set_names_its_dataset(tmp_path):
     gen = SPADEGenerator.from_preset("ade20k", ngf=1, crop_size=64, spade_hidden_nc=8, param_free_norm="instance")
     pipe = SPADEPipeline(generator=gen, label_set=get_label_set("ade20k"))

@@ -2,7 +2,8 @@
 
 A card is rendered from what the folder itself holds (``model_index.json`` with the label set,
 ``generator/config.json``, the weight headers), so it never disagrees with the weights. Refreshing
-a card keeps what only a person can know: the licence, datasets, metrics and the source section.
+a card keeps what only a person can know: the licence, datasets, metrics, the source section, notes
+written under the metrics table, and any section of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ BASE_TAGS = ("semantic-image-synthesis", "image-to-image", "gan", "spade", "gaug
 # Built-in label set -> (Hub dataset id, readable name).
 DATASETS = {"ade20k": ("ade20k", "ADE20K"), "coco": ("coco-stuff", "COCO-Stuff"), "cityscapes": ("cityscapes", "Cityscapes")}
 METRIC_NAMES = {"fid": "FID (lower is better)", "miou": "mIoU (higher is better)", "accu": "pixel accuracy"}
-_SOURCE_SECTION = re.compile(r"^## Source\n(.*?)(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+_SECTION = re.compile(r"^## ([^\n]+)\n(.*?)(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+# Sections a card render writes itself (a "Label set `name`" title starts with the first entry).
+_GENERATED_SECTIONS = ("Label set", "Source", "Model", "Metrics", "How to use", "License", "Citation")
+_NO_METRICS = "Not measured yet."
 _CITATION = """@inproceedings{park2019SPADE,
   title={Semantic Image Synthesis with Spatially-Adaptive Normalization},
   author={Park, Taesung and Liu, Ming-Yu and Wang, Ting-Chun and Zhu, Jun-Yan},
@@ -93,9 +97,19 @@ def read_model_card_metadata(folder: str | Path) -> dict[str, Any]:
         kept["tags"] = [t for t in data.tags if t not in BASE_TAGS]
     if data.eval_results:
         kept["metrics"] = {r.metric_type: r.metric_value for r in data.eval_results}
-    match = _SOURCE_SECTION.search(card.text)
-    if match and match.group(1).strip():
-        kept["source"] = match.group(1).strip()
+    extra = []
+    for title, body in _SECTION.findall(card.text):
+        title = title.strip()
+        if title == "Source" and body.strip():
+            kept["source"] = body.strip()
+        elif title == "Metrics":
+            note = "\n".join(line for line in body.splitlines() if not line.startswith("|") and line != _NO_METRICS)
+            if note.strip():
+                kept["metrics_note"] = note.strip()
+        elif not title.startswith(_GENERATED_SECTIONS):
+            extra.append(f"## {title}\n\n{body.strip()}")
+    if extra:
+        kept["extra_sections"] = extra
     return kept
 
 
@@ -136,8 +150,11 @@ def render_model_card(
     repo_id: str | None = None,
     num_weights: int | None = None,
     tags: list[str] | None = None,
+    metrics_note: str | None = None,
+    extra_sections: list[str] | None = None,
 ) -> str:
-    """The README.md text (YAML front matter + Markdown) of one pipeline folder."""
+    """The README.md text (YAML front matter + Markdown) of one pipeline folder; ``metrics_note``
+    goes under the metrics, ``extra_sections`` (Markdown, each from its "## " title) before the licence."""
     if isinstance(label_set, dict):
         label_set = LabelSet.from_dict(label_set)
     cfg = generator_config
@@ -204,7 +221,9 @@ def render_model_card(
         lines += ["| metric | value |", "| --- | ---: |"]
         lines += [f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics.items()]
     else:
-        lines.append("Not measured yet.")
+        lines.append(_NO_METRICS)
+    if metrics_note:
+        lines += ["", metrics_note]
     style_py = '\nstyled = pipe("segmap.png", style_image="photo.jpg", seed=0).images[0]' if has_encoder else ""
     style_cli = " --style photo.jpg" if has_encoder else ""
     lines += [
@@ -224,6 +243,10 @@ def render_model_card(
         "image.save(\"image.png\")",
         "```",
         "",
+    ]
+    for section in extra_sections or []:
+        lines += [section.strip(), ""]
+    lines += [
         "## License",
         "",
     ]
@@ -268,6 +291,8 @@ def write_model_card(
         repo_id=repo_id,
         num_weights=_weight_count(folder / "generator" / "diffusion_pytorch_model.safetensors"),
         tags=tags if tags is not None else kept.get("tags"),
+        metrics_note=kept.get("metrics_note"),
+        extra_sections=kept.get("extra_sections"),
     )
     path = folder / "README.md"
     path.write_text(text, encoding="utf-8")
