@@ -10,6 +10,7 @@ plain path's own error in that dtype (plus 2e-3 for float16, 2e-2 for bfloat16).
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,30 @@ def test_every_pixel_different_falls_back_to_dense_and_matches(label_nc):
     assert plan.pattern_ids is None  # dense fallback
     real_keys = fast._keys(_coco_layouts(generator, (64, 64), 1))
     assert _make_plan(real_keys, (64, 64), 3, fast.n_keys, Workspace()).pattern_ids is not None  # pattern path
+
+
+def test_concurrent_calls_from_threads_keep_their_own_buffers():
+    generator = _tiny("coco", lambda g: _coco_layouts(g, (64, 64), 3))
+    fast = optimize_generator(generator)
+    layouts = [_coco_layouts(generator, (64, 64), 1, offset=i) for i in range(3)]
+    with torch.no_grad():
+        expected = [fast(sem) for sem in layouts]
+    results: dict[int, list[torch.Tensor]] = {}
+    barrier = threading.Barrier(3)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        with torch.no_grad():
+            results[i] = [fast(layouts[i]) for _ in range(5)]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(3):
+        for got in results[i]:
+            assert torch.equal(got, expected[i])
 
 
 def test_not_one_hot_input_uses_the_plain_path():
