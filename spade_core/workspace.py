@@ -31,7 +31,9 @@ class Workspace:
     def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         store, numel = self._store(), prod(shape)
         buffer = store.get(name)
-        if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
+        # a buffer made under torch.inference_mode cannot be written outside it: make a normal one
+        stale = buffer is not None and buffer.is_inference() and not torch.is_inference_mode_enabled()
+        if stale or buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
             buffer = torch.empty(numel, dtype=like.dtype, device=like.device)
             store[name] = buffer
         return buffer[:numel].view(shape)

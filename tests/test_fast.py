@@ -227,6 +227,20 @@ def test_concurrent_calls_from_threads_keep_their_own_buffers():
             assert torch.equal(got, expected[i])
 
 
+def test_inference_mode_and_no_grad_calls_mix():
+    # ComfyUI runs nodes under torch.inference_mode; buffers made there must not break later calls
+    generator = _tiny("ade20k", lambda g: _coco_layouts(g, (256, 256), 1), ngf=16, label_nc=20)
+    sem = _coco_layouts(generator, (256, 256), 1)
+    fast = optimize_generator(generator)
+    with torch.inference_mode():
+        first = fast(sem)
+    with torch.no_grad():
+        second = fast(sem)
+    with torch.inference_mode():
+        third = fast(sem)
+    assert torch.equal(first, second) and torch.equal(second, third)
+
+
 def test_not_one_hot_input_uses_the_plain_path():
     generator = _tiny("ade20k", lambda g: _coco_layouts(g, (64, 64), 1), crop_size=64)
     sem = _coco_layouts(generator, (64, 64), 1)
