@@ -23,7 +23,7 @@ _L = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, -1.0, 0.0), (0.0, 0.0, 0.0, 1.0))
 
 def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
     """Conv weight (out, in, 3, 3) -> transformed weight (16, out, in): ``G w G^T`` per kernel, as
-    one matmul with the Kronecker product of G with itself (coefficients 0, 1/4, 1/2, 1: exact
+    one matmul with the Kronecker product of G with itself (coefficients 0, ±1/4, ±1/2, 1: exact
     products, so float32 rounds only the sums of at most 9 terms)."""
     if weight.shape[-2:] != (3, 3):
         raise ValueError(f"winograd_weight expects a 3x3 kernel, got {tuple(weight.shape[-2:])}")
