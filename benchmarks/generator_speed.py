@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from spade_core import winograd  # noqa: E402
 from spade_core.fast import optimize_generator  # noqa: E402
 from spade_core.models import SPADEGenerator  # noqa: E402
+from spade_core.segmap import one_hot_semantics  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "data" / "coco_stuff_sample"
 EMBEDDED = ROOT / "spade_core" / "assets" / "embedded"
@@ -114,29 +115,14 @@ def held_mb(fast: torch.nn.Module) -> float:
     return (weights + fast._workspace.nbytes() + winograd._WORKSPACE.nbytes()) / 2**20
 
 
-def one_hot(labels: torch.Tensor, n_classes: int, edges: torch.Tensor | None) -> torch.Tensor:
-    """labels (N, H, W) int64, edges (N, H, W) or None -> (N, semantic_nc, H, W) float one-hot."""
-    sem = F.one_hot(labels, n_classes).permute(0, 3, 1, 2).float()
-    if edges is not None:
-        sem = torch.cat([sem, edges[:, None].float()], 1)
-    return sem.contiguous()
-
-
-def edge_map(instances: torch.Tensor) -> torch.Tensor:
-    """1 where a pixel's instance id differs from a 4-neighbour's (both pixels of a pair), as the reference."""
-    edge = torch.zeros_like(instances, dtype=torch.bool)
-    dx = instances[..., 1:] != instances[..., :-1]
-    dy = instances[..., 1:, :] != instances[..., :-1, :]
-    edge[..., 1:] |= dx
-    edge[..., :-1] |= dx
-    edge[..., 1:, :] |= dy
-    edge[..., :-1, :] |= dy
-    return edge
-
-
 def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     t = torch.from_numpy(array.astype(np.int64))[None, None].float()
     return F.interpolate(t, size=size, mode="nearest")[0, 0].long()
+
+
+def semantics(cfg, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+    """labels (N, H, W) -> the model's one-hot input; edges from ``instances`` or else the labels."""
+    return one_hot_semantics(labels, cfg.label_nc, cfg.contain_dontcare_label, cfg.use_instance, instances)
 
 
 def layouts(generator: SPADEGenerator, size: tuple[int, int], samples: int, batch: int, seed: int) -> dict[str, torch.Tensor]:
@@ -149,15 +135,14 @@ def layouts(generator: SPADEGenerator, size: tuple[int, int], samples: int, batc
         raw = np.array(Image.open(path))
         labels = np.where(raw == 255, cfg.label_nc, raw % cfg.label_nc) if cfg.contain_dontcare_label else raw % cfg.label_nc
         labels = resize_nearest(labels, size)
-        edges = None
+        instances = None
         if cfg.use_instance:
             inst_path = SAMPLE / "train_inst" / path.name
-            instances = resize_nearest(np.array(Image.open(inst_path)), size) if inst_path.is_file() else labels
-            edges = edge_map(instances)[None].expand(batch, -1, -1)
-        out[f"coco {path.stem[-6:]}"] = one_hot(labels[None].expand(batch, -1, -1), n_classes, edges)
+            instances = resize_nearest(np.array(Image.open(inst_path)), size)[None] if inst_path.is_file() else None
+        out[f"coco {path.stem[-6:]}"] = semantics(cfg, labels[None].expand(batch, -1, -1), instances)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randint(0, n_classes, (batch, *size), generator=gen)
-    out["noise (worst)"] = one_hot(noise, n_classes, edge_map(noise) if cfg.use_instance else None)
+    out["noise (worst)"] = semantics(cfg, noise)
     return out
 
 

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from spade_core.fast import FastSPADEGenerator, _make_plan, optimize_generator
 from spade_core.hub.nvlabs import convert_nvlabs_checkpoint
 from spade_core.models import SPADEGenerator
+from spade_core.segmap import one_hot_semantics
 from spade_core.workspace import Workspace
 
 TESTS = Path(__file__).resolve().parent
@@ -37,26 +38,11 @@ def _resize(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(t, size=size, mode="nearest")[0, 0].long()
 
 
-def _edges(instances: torch.Tensor) -> torch.Tensor:
-    """The reference's instance edge map: 1 where a 4-neighbour has another id."""
-    edge = torch.zeros_like(instances, dtype=torch.bool)
-    dx = instances[..., 1:] != instances[..., :-1]
-    dy = instances[..., 1:, :] != instances[..., :-1, :]
-    edge[..., 1:] |= dx
-    edge[..., :-1] |= dx
-    edge[..., 1:, :] |= dy
-    edge[..., :-1, :] |= dy
-    return edge.float()
-
-
 def _semantics(generator: SPADEGenerator, labels: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
-    """labels (N, H, W) class indices -> one-hot (N, semantic_nc, H, W), edge channel last."""
+    """labels (N, H, W) class indices -> one-hot (N, semantic_nc, H, W), edges of ``instances`` (or the labels) last."""
     cfg = generator.config
-    n_classes = cfg.label_nc + int(cfg.contain_dontcare_label)
-    sem = F.one_hot(labels, n_classes).permute(0, 3, 1, 2).float()
-    if cfg.use_instance:
-        sem = torch.cat([sem, _edges(labels if instances is None else instances)[:, None]], 1)
-    return sem.contiguous()
+    instances = instances if cfg.use_instance else None
+    return one_hot_semantics(labels, cfg.label_nc, cfg.contain_dontcare_label, cfg.use_instance, instances)
 
 
 def _coco_layouts(generator: SPADEGenerator, size: tuple[int, int], count: int, offset: int = 0) -> torch.Tensor:
