@@ -9,6 +9,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .layers import init_weights, normalized_conv
+from .validation import validate_network_config
 
 
 class NLayerDiscriminator(nn.Module):
@@ -64,6 +65,7 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
         init_type: str = "xavier",
         init_gain: float = 0.02,
     ) -> None:
+        validate_network_config("discriminator", locals())
         super().__init__()
         if n_layers_D < 1 or num_D < 1:
             raise ValueError(f"n_layers_D and num_D must be >= 1, got {n_layers_D} and {num_D}")

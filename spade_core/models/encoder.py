@@ -9,6 +9,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .layers import init_weights, normalized_conv
+from .validation import validate_network_config
 
 
 def reparameterize(
@@ -41,6 +42,7 @@ class SPADEEncoder(ModelMixin, ConfigMixin):
         init_type: str = "xavier",
         init_gain: float = 0.02,
     ) -> None:
+        validate_network_config("encoder", locals())
         super().__init__()
         nf = ngf
         widths = [3, nf, 2 * nf, 4 * nf, 8 * nf, 8 * nf]

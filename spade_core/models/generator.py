@@ -12,6 +12,7 @@ from torch import nn
 
 from .blocks import SPADEResnetBlock
 from .layers import PARAM_FREE_NORMS, init_weights, replaying
+from .validation import validate_network_config
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 
@@ -57,6 +58,7 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
         init_type: str = "xavier",
         init_gain: float = 0.02,
     ) -> None:
+        validate_network_config("generator", locals())
         super().__init__()
         if num_upsampling_layers not in UPSAMPLING_LAYERS:
             raise ValueError(
