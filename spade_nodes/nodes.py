@@ -5,10 +5,17 @@ Nodes only translate between ComfyUI's data (IMAGE = float32 (B,H,W,3) in [0,1],
 files, widget values) and `spade_core`, and hold no state. Widgets are named after the library's
 keyword arguments (`mode`, `nearest_color`, `unknown`), so the library's one-line errors name
 the widget to change.
+
+Security model (a ComfyUI server may be shared): files are read only from the input folder and
+models only from `models/spade` (no absolute paths, no `..`, no links leading out, refused
+already when the graph is queued); `hub_repo_id` takes Hub repo ids, never a local path; images
+are size-checked (header before decoding for files) and NaN/Inf refused before any model runs.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,8 +24,9 @@ from typing import Any
 import torch
 from PIL import ImageOps
 
+from spade_core.images import MAX_SIDE, check_finite, check_image_size, open_image
 from spade_core.labels import LabelSet
-from spade_core.segmap import coerce_segmap, load_segmap_file
+from spade_core.segmap import coerce_segmap
 
 from . import _comfy
 from ._comfy import ComfyExtension, io
@@ -43,12 +51,16 @@ DEVICES = ("default", "cpu")
 DTYPES = {"default": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SEGMAP_MODES = ("auto", "index", "raw", "color")
 UNKNOWN = ("error", "dontcare")
-MAX_SIZE = 8192
+MAX_SIZE = MAX_SIDE  # the largest width / height Synthesize accepts
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 SPADE_MODEL = io.Custom("SPADE_MODEL")
 SPADE_SEGMAP = io.Custom("SPADE_SEGMAP")
 SPADE_STYLE = io.Custom("SPADE_STYLE")  # (mu, logvar), float32 (S, z_dim) each, on the CPU
+# The Hub's repo id grammar, as owner/name: word characters, '-' and '.', starting and ending with a word character.
+_HUB_PART = r"\w(?:[\w.-]*\w)?"
+_HUB_REPO_ID = re.compile(rf"{_HUB_PART}/{_HUB_PART}", re.ASCII)
+_MODELS_FIX = f"put the pipeline folder under models/{_comfy.MODEL_FOLDER}/ and pick it from the model list"
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,30 @@ def _pipeline_class() -> Any:
     return SPADEPipeline
 
 
+def check_hub_repo_id(hub_repo_id: str) -> str:
+    """The Hub repo id typed in `hub_repo_id` (owner/name), refusing local paths and anything else."""
+    repo_id = (hub_repo_id or "").strip()
+    if not repo_id:
+        raise ValueError(
+            f"model is '{HUB}' but hub_repo_id is empty: type a Hub repo id like owner/name, "
+            "or pick a local model"
+        )
+    looks_local = repo_id.startswith((".", "~", "/", "\\")) or "\\" in repo_id or os.path.isabs(repo_id)
+    if looks_local or os.path.lexists(repo_id) or os.path.lexists(os.path.expanduser(repo_id)):
+        raise ValueError(
+            f"hub_repo_id {repo_id!r} is a local path, but hub_repo_id takes Hugging Face Hub repo ids "
+            f"(owner/name) only: {_MODELS_FIX}"
+        )
+    valid = (_HUB_REPO_ID.fullmatch(repo_id) and len(repo_id) <= 96 and "--" not in repo_id
+             and ".." not in repo_id and not repo_id.endswith(".git"))
+    if not valid:
+        raise ValueError(
+            f"hub_repo_id {repo_id!r} is not a Hub repo id: type owner/name (letters, digits, '-', '_', '.'), "
+            "or pick a model from the list"
+        )
+    return repo_id
+
+
 def _model_source(model: str, hub_repo_id: str) -> str:
     """The loader's choice -> what SPADEPipeline.from_pretrained takes (checked, with node-level fixes)."""
     if model == EMBEDDED:
@@ -93,21 +129,8 @@ def _model_source(model: str, hub_repo_id: str) -> str:
             ) from None
         return EMBEDDED
     if model == HUB:
-        repo_id = hub_repo_id.strip()
-        if not repo_id:
-            raise ValueError(
-                f"model is '{HUB}' but hub_repo_id is empty: type a Hub repo id like owner/name, "
-                "or pick a local model"
-            )
-        return repo_id
-    path = _comfy.resolve_model_entry(model)
-    if not model.endswith("/"):
-        raise ValueError(
-            f"'{model}' is a lone weights file, but a SPADE model also needs its config and label set: "
-            f"put the whole pipeline folder (model_index.json, generator/, encoder/) under "
-            f"models/{_comfy.MODEL_FOLDER} and pick that folder"
-        )
-    return path
+        return check_hub_repo_id(hub_repo_id)
+    return _comfy.resolve_model_entry(model)
 
 
 def _weights_bytes(pipe: Any) -> int:
@@ -134,11 +157,26 @@ def _on_device(model: SPADEModel, work_bytes: int) -> Iterator[Any]:
 
 
 def _check_image(image: torch.Tensor, what: str) -> torch.Tensor:
-    """A ComfyUI IMAGE (B,H,W,3|4) float -> its RGB channels (B,H,W,3) as float32 on the CPU."""
+    """A ComfyUI IMAGE (B,H,W,3|4) float -> its RGB channels (B,H,W,3) as float32 on the CPU, size and values checked."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (3, 4):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"{what} must be an IMAGE (B,H,W,3) in [0,1], got {shape}: connect an image output")
-    return image[..., :3].detach().to("cpu", torch.float32)
+    check_image_size(int(image.shape[2]), int(image.shape[1]), what=what)
+    rgb = image[..., :3]
+    check_finite(rgb, what, "fix or replace the node that made the image (its values must be numbers in [0,1])")
+    return rgb.detach().to("cpu", torch.float32)
+
+
+def _output_size(pipe: Any, width: int, height: int) -> tuple[int, int]:
+    """(height, width) Synthesize makes: the requested sides (0 = the model's native size), each at most MAX_SIZE."""
+    native_h, native_w = pipe.generator.native_size
+    h, w = height or native_h, width or native_w
+    for side, name in ((w, "width"), (h, "height")):
+        if isinstance(side, bool) or not isinstance(side, int) or side < 0:
+            raise ValueError(f"{name} must be a whole number of pixels (0 = native size), got {side!r}")
+        if side > MAX_SIZE:
+            raise ValueError(f"{name} {side} is over the largest output side, {MAX_SIZE}: lower {name}")
+    return h, w
 
 
 def _preview(labels: torch.Tensor, label_set: LabelSet) -> torch.Tensor:
@@ -156,18 +194,19 @@ class SPADEModelLoader(io.ComfyNode):
             node_id="SPADEModelLoader",
             display_name="Load SPADE Model",
             category=CATEGORY,
-            description="Loads a SPADE model: the embedded default, a pipeline folder or .safetensors "
-            "under models/spade, or a Hugging Face Hub repo.",
+            description="Loads a SPADE model: the embedded default, a pipeline folder under models/spade, "
+            "or a Hugging Face Hub repo.",
             inputs=[
                 io.Combo.Input(
                     "model", options=[EMBEDDED, *_comfy.model_entries(), HUB], default=EMBEDDED,
-                    tooltip="'embedded' is the model shipped with spade; folders and .safetensors come "
-                    f"from models/{_comfy.MODEL_FOLDER}; '{HUB}' uses the text field below.",
+                    tooltip="'embedded' is the model shipped with spade; pipeline folders come from "
+                    f"models/{_comfy.MODEL_FOLDER}; '{HUB}' uses the text field below.",
                 ),
                 io.String.Input(
                     "hub_repo_id", default="",
-                    tooltip=f"owner/name of a Hub repo, used when model is '{HUB}'; offline it must "
-                    "already be in the Hugging Face cache.",
+                    tooltip=f"owner/name of a Hub repo, used when model is '{HUB}' (never a local path: put "
+                    f"local folders under models/{_comfy.MODEL_FOLDER}); offline it must already be in the "
+                    "Hugging Face cache.",
                 ),
                 io.Combo.Input(
                     "device", options=list(DEVICES), default="default",
@@ -197,6 +236,21 @@ class SPADEModelLoader(io.ComfyNode):
         with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode: keep weights ordinary tensors
             pipe = _pipeline_class().from_pretrained(source, torch_dtype=torch_dtype, device=rest_on)
         return io.NodeOutput(SPADEModel(pipe, run_on, rest_on))
+
+    @classmethod
+    def validate_inputs(cls, model: str | None, hub_repo_id: str | None = "") -> bool | str:
+        """Refuse, when the graph is queued, models outside the list and hub_repo_id values that are not repo ids."""
+        if model is None or model == EMBEDDED:  # None: linked from another node, checked when it runs
+            return True
+        try:
+            if model == HUB:
+                if hub_repo_id is not None:  # None: linked from another node, checked when it runs
+                    check_hub_repo_id(hub_repo_id)
+            else:
+                _comfy.resolve_model_entry(model)
+        except (ValueError, FileNotFoundError) as err:
+            return str(err)
+        return True
 
 
 class SPADELoadSegmap(io.ComfyNode):
@@ -237,20 +291,30 @@ class SPADELoadSegmap(io.ComfyNode):
     @classmethod
     def execute(cls, model: SPADEModel, image: str, mode: str = "auto", nearest_color: bool = False,
                 unknown: str = "error") -> io.NodeOutput:
-        pil = ImageOps.exif_transpose(load_segmap_file(_comfy.input_path(image)))
+        pil = ImageOps.exif_transpose(_open_segmap(image))
         labels = coerce_segmap(pil, model.label_set, mode=mode, nearest_color=nearest_color,
                                unknown=unknown)
         return io.NodeOutput(Segmap(labels.cpu(), model.label_set), _preview(labels, model.label_set))
 
     @classmethod
-    def fingerprint_inputs(cls, image: str, **kwargs: Any) -> str:
-        return _comfy.file_digest(_comfy.input_path(image))
+    def fingerprint_inputs(cls, image: str, **kwargs: Any) -> str | float:
+        """The file's sha256, so edits re-run the node; NaN (always re-run, and fail there) for refused names."""
+        if _comfy.input_error(image) is not None:
+            return float("nan")
+        return _comfy.file_digest(_comfy.input_file(image))
 
     @classmethod
-    def validate_inputs(cls, image: str) -> bool | str:
-        if not _comfy.input_exists(image):
-            return f"segmap file {image!r} is not in the input folder: upload it with the node's button"
-        return True
+    def validate_inputs(cls, image: str | None) -> bool | str:
+        """Refuse, when the graph is queued, names outside the input folder and missing files."""
+        if image is None:  # linked from another node: checked when it runs
+            return True
+        return _comfy.input_error(image) or True
+
+
+def _open_segmap(image: str) -> Any:
+    """The input-folder label image `image`, opened with its mode kept (pixel limit checked before decoding)."""
+    with open(_comfy.input_file(image), "rb") as f:  # a stream: messages name the input, not the server path
+        return open_image(f, what=f"segmap image {image!r}")
 
 
 class SPADEImageToSegmap(io.ComfyNode):
@@ -310,6 +374,9 @@ class SPADEEncodeStyle(io.ComfyNode):
         rgb = _check_image(image, "style image").clamp(0, 1)
         with _on_device(model, rgb.numel() * 4 * 64) as pipe:
             mu, logvar = pipe.encode_style(rgb.movedim(-1, 1))  # (B,3,H,W) in [0,1]
+        for value in (mu, logvar):
+            check_finite(value, "the style code", "the encoder overflowed in its dtype: load the model with dtype "
+                         "fp32 or bf16 in Load SPADE Model (or its weights are broken)")
         return io.NodeOutput((mu.detach().to("cpu", torch.float32), logvar.detach().to("cpu", torch.float32)))
 
 
@@ -353,7 +420,7 @@ class SPADESynthesize(io.ComfyNode):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         labels = segmap.labels
         styles = _pair_styles(style, labels.shape[0])
-        h, w = height or labels.shape[-2], width or labels.shape[-1]
+        h, w = _output_size(model.pipeline, width, height)
         work = h * w * (model.label_set.semantic_nc + 1024) * 4  # rough activation peak of one image
         bar = _comfy.progress_bar(labels.shape[0] * batch_size)
         images = []
@@ -365,7 +432,10 @@ class SPADESynthesize(io.ComfyNode):
                                height=height or None, width=width or None, output_type="pt").images
                     images.append(out.detach().to("cpu", torch.float32).movedim(1, -1))  # (1,H,W,3)
                     bar.update(1)
-        result = torch.cat(images).clamp(0, 1).to(_comfy.intermediate_device())
+        result = torch.cat(images)
+        check_finite(result, "the synthesized image", "the model overflowed in its dtype: load it with dtype "
+                     "fp32 or bf16 in Load SPADE Model (or its weights are broken)")
+        result = result.clamp(0, 1).to(_comfy.intermediate_device())
         return io.NodeOutput(result)
 
 
@@ -374,6 +444,8 @@ def _pair_styles(style: tuple[torch.Tensor, torch.Tensor] | None, n: int) -> lis
     if style is None:
         return [None] * n
     mu, logvar = style
+    check_finite(mu, "style", "re-encode the style image with Encode Style")
+    check_finite(logvar, "style", "re-encode the style image with Encode Style")
     if mu.shape[0] == 1:
         return [(mu, logvar)] * n
     if mu.shape[0] == n:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
+import os
+import struct
 import sys
 import types
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ import torch
 from PIL import Image
 
 import spade_nodes
+from spade_core.images import MAX_SIDE
 from spade_core.labels import LabelSet, get_label_set
 from spade_core.models import SPADEEncoder, SPADEGenerator
 from spade_core.pipeline import SPADEPipeline
@@ -86,9 +91,17 @@ def plain_model() -> SPADEModel:
 
 @pytest.fixture
 def comfy_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """A fake `folder_paths` (models/ and input/ under tmp_path), as ComfyUI would provide it."""
-    models, inputs = tmp_path / "models", tmp_path / "input"
-    inputs.mkdir(parents=True)
+    """A fake `folder_paths` (models/, input/, output/ and temp/ under tmp_path), as ComfyUI would provide it."""
+    models, inputs, outputs, temp = (tmp_path / d for d in ("models", "input", "output", "temp"))
+    for folder in (inputs, outputs, temp):
+        folder.mkdir(parents=True)
+
+    def get_annotated_filepath(name: str) -> str:
+        """ComfyUI's rule: a trailing " [output]" / " [temp]" / " [input]" picks the folder, else input/."""
+        for tag, base in (("[output]", outputs), ("[input]", inputs), ("[temp]", temp)):
+            if name.endswith(tag):
+                return os.path.join(base, name[: -len(tag) - 1])
+        return os.path.join(inputs, name)
 
     def get_filename_list(key: str) -> list[str]:
         paths, exts = fake.folder_names_and_paths[key]
@@ -102,12 +115,14 @@ def comfy_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.SimpleN
         get_filename_list=get_filename_list,
         get_folder_paths=lambda key: list(fake.folder_names_and_paths[key][0]),
         get_input_directory=lambda: str(inputs),
-        get_annotated_filepath=lambda name: str(inputs / name),
+        get_output_directory=lambda: str(outputs),
+        get_temp_directory=lambda: str(temp),
+        get_annotated_filepath=get_annotated_filepath,
         filter_files_content_types=lambda files, kinds: [f for f in files if f.endswith(".png")],
     )
     monkeypatch.setattr(_comfy, "folder_paths", fake)
     _comfy.register_model_folder()
-    return types.SimpleNamespace(models=models / "spade", inputs=inputs, fake=fake)
+    return types.SimpleNamespace(models=models / "spade", inputs=inputs, outputs=outputs, fake=fake)
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:
@@ -185,7 +200,7 @@ def test_loader_lists_pipeline_folders_and_loads_one(comfy_dirs, tmp_path: Path)
     (comfy_dirs.models / "loose.safetensors").write_bytes(b"")
     (comfy_dirs.models / "notes.txt").write_text("not a model")
     options = next(i for i in SPADEModelLoader.define_schema().inputs if i.id == "model").options
-    assert options == ["embedded", "tiny/", "loose.safetensors", "hub repo id"]
+    assert options == ["embedded", "tiny/", "hub repo id"]  # a lone weights file is no loadable model
 
     (model,) = SPADEModelLoader.execute(model="tiny/", device="cpu", dtype="default").args
     assert isinstance(model, SPADEModel) and model.label_set == TINY
@@ -202,7 +217,7 @@ def test_loader_respects_extra_model_paths(comfy_dirs, tmp_path: Path) -> None:
     comfy_dirs.fake.folder_names_and_paths["spade"] = ([str(extra)], set())  # as extra_model_paths.yaml does
     _comfy.register_model_folder()
     paths, exts = comfy_dirs.fake.folder_names_and_paths["spade"]
-    assert paths == [str(comfy_dirs.models), str(extra)] and ".safetensors" in exts
+    assert paths == [str(comfy_dirs.models), str(extra)] and exts == {".json"}
     assert _comfy.model_entries() == ["nested/plain/"]
     (model,) = SPADEModelLoader.execute(model="nested/plain/", device="cpu").args
     assert model.pipeline.encoder is None
