@@ -104,9 +104,10 @@ def comfy_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.SimpleN
         return os.path.join(inputs, name)
 
     def get_filename_list(key: str) -> list[str]:
+        """Files under the key's folders, relative, links followed (as ComfyUI's os.walk(followlinks=True))."""
         paths, exts = fake.folder_names_and_paths[key]
-        found = [str(p.relative_to(base)) for base in map(Path, paths) if base.is_dir()
-                 for p in base.rglob("*") if p.is_file()]
+        found = [os.path.relpath(os.path.join(d, f), base) for base in paths if os.path.isdir(base)
+                 for d, _, files in os.walk(base, followlinks=True) for f in files]
         return sorted(f for f in found if not exts or Path(f).suffix.lower() in exts)
 
     fake = types.SimpleNamespace(
@@ -139,6 +140,20 @@ def _image(rgb: np.ndarray) -> torch.Tensor:
 def _bands(h: int = 64, w: int = 64) -> np.ndarray:
     """Class indices (H,W): four horizontal bands 0..3."""
     return np.repeat(np.arange(4), h // 4)[:, None].repeat(w, 1).astype(np.uint8)
+
+
+def _bomb_png(path: Path, width: int, height: int) -> None:
+    """A mode-L PNG of width x height black pixels, written row by row (a few hundred KB, never decoded here)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row, idat = zlib.compressobj(9), b"\x00" * (width + 1), []
+    for _ in range(height):
+        idat.append(packer.compress(row))
+    idat.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(idat))
+                     + chunk(b"IEND", b""))
 
 
 # ----------------------------------------------------------------------------- schemas, registration
@@ -333,6 +348,173 @@ def test_image_to_segmap_rejects_a_non_image(vae_model) -> None:
     with pytest.raises(ValueError) as err:
         SPADEImageToSegmap.execute(model=vae_model, image=torch.zeros(64, 64))
     assert "IMAGE (B,H,W,3)" in _one_line(err)
+
+
+# ----------------------------------------------------------------------------- security: folders, sizes, NaN
+
+
+def _refused(node: type, fix: str, **inputs) -> str:
+    """validate_inputs refuses `inputs` (one line naming `fix`), and execute raises the same ValueError."""
+    message = node.validate_inputs(**inputs)
+    assert isinstance(message, str) and fix in message and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../../x.png", "../secret.png", "sub/../../secret.png",
+                                  "..\\secret.png", "C:\\secret.png", "../secret.png [output]"])
+def test_load_segmap_refuses_names_that_leave_the_input_folder(comfy_dirs, vae_model, name: str) -> None:
+    Image.fromarray(_bands(), mode="L").save(comfy_dirs.inputs.parent / "secret.png")  # a readable segmap, outside
+    (comfy_dirs.inputs / "sub").mkdir()
+    message = _refused(SPADELoadSegmap, "input folder", image=name)
+    assert message.startswith("image ") and ("absolute path" in message or "'..'" in message)
+    with pytest.raises(ValueError) as err:
+        SPADELoadSegmap.execute(model=vae_model, image=name)
+    assert _one_line(err) == message
+    assert math.isnan(SPADELoadSegmap.fingerprint_inputs(image=name))
+
+
+def test_load_segmap_refuses_an_absolute_path_to_a_real_segmap(comfy_dirs, vae_model) -> None:
+    outside = comfy_dirs.inputs.parent / "elsewhere.png"
+    Image.fromarray(_bands(), mode="L").save(outside)
+    for name in (str(outside), str(comfy_dirs.inputs / ".." / "elsewhere.png")):
+        assert "absolute path" in _refused(SPADELoadSegmap, "upload it", image=name)
+        with pytest.raises(ValueError, match="absolute path"):
+            SPADELoadSegmap.execute(model=vae_model, image=name)
+
+
+def test_load_segmap_refuses_a_link_leading_out_of_the_input_folder(comfy_dirs, vae_model) -> None:
+    secret = comfy_dirs.inputs.parent / "secret.png"
+    Image.fromarray(_bands(), mode="L").save(secret)
+    (comfy_dirs.inputs / "link.png").symlink_to(secret)
+    (comfy_dirs.inputs / "linkdir").symlink_to(comfy_dirs.inputs.parent, target_is_directory=True)
+    for name in ("link.png", "linkdir/secret.png"):
+        assert "link that leads out" in _refused(SPADELoadSegmap, "copy the file", image=name)
+        with pytest.raises(ValueError) as err:
+            SPADELoadSegmap.execute(model=vae_model, image=name)
+        assert "link that leads out" in _one_line(err) and str(comfy_dirs.inputs) not in str(err.value)
+    # links that stay inside the folder, and ComfyUI's "[output]" annotation, still work
+    Image.fromarray(_bands(), mode="L").save(comfy_dirs.inputs / "real.png")
+    (comfy_dirs.inputs / "alias.png").symlink_to(comfy_dirs.inputs / "real.png")
+    Image.fromarray(_bands(), mode="L").save(comfy_dirs.outputs / "made.png")
+    for name in ("alias.png", "made.png [output]"):
+        assert SPADELoadSegmap.validate_inputs(image=name) is True
+        segmap, _ = SPADELoadSegmap.execute(model=vae_model, image=name, mode="raw").args
+        assert torch.equal(segmap.labels[0], torch.from_numpy(_bands().astype(np.int64)))
+
+
+def test_load_segmap_outside_comfyui_reads_only_below_the_current_folder(tmp_path, vae_model, monkeypatch) -> None:
+    monkeypatch.setattr(_comfy, "folder_paths", None)
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(_bands(), mode="L").save(tmp_path / "here.png")
+    segmap, _ = SPADELoadSegmap.execute(model=vae_model, image="here.png", mode="raw").args
+    assert segmap.labels.shape == (1, 64, 64)
+    with pytest.raises(ValueError, match="absolute path"):
+        SPADELoadSegmap.execute(model=vae_model, image=str(tmp_path / "here.png"))
+
+
+def test_load_segmap_refuses_a_decompression_bomb_before_decoding(comfy_dirs, vae_model, monkeypatch) -> None:
+    bomb = comfy_dirs.inputs / "bomb.png"
+    _bomb_png(bomb, 9000, 9000)
+    assert bomb.stat().st_size < 1_000_000  # 81 Mpx behind a file of a few hundred KB
+    decoded = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda im: decoded.append(im.size) or real_load(im))
+    assert SPADELoadSegmap.validate_inputs(image="bomb.png") is True  # a file of the input folder: sized when run
+    with pytest.raises(ValueError) as err:
+        SPADELoadSegmap.execute(model=vae_model, image="bomb.png")
+    message = _one_line(err)
+    assert "'bomb.png'" in message and "9000x9000" in message and "downscale" in message
+    assert str(comfy_dirs.inputs) not in message  # names the input, not the server's path
+    assert (9000, 9000) not in decoded
+    with pytest.raises(ValueError, match="cannot read segmap image 'notes.png'"):
+        (comfy_dirs.inputs / "notes.png").write_text("not an image")
+        SPADELoadSegmap.execute(model=vae_model, image="notes.png")
+
+
+@pytest.mark.parametrize("entry", ["../x/", "../x", "/abs/x/", "a/../../x/", "x"])
+def test_loader_refuses_model_entries_outside_models_spade(comfy_dirs, entry: str) -> None:
+    _tiny_pipeline().save_pretrained(comfy_dirs.models.parent / "x")  # a real pipeline, next to models/spade
+    message = _refused(SPADEModelLoader, "models/spade", model=entry, hub_repo_id="")
+    with pytest.raises(ValueError) as err:
+        SPADEModelLoader.execute(model=entry, device="cpu")
+    assert _one_line(err) == message
+    assert any(why in message for why in ("absolute path", "'..'", "pipeline folder"))
+
+
+def test_loader_refuses_links_leading_out_of_models_spade(comfy_dirs, tmp_path: Path) -> None:
+    _tiny_pipeline().save_pretrained(tmp_path / "elsewhere")
+    comfy_dirs.models.mkdir(parents=True)
+    (comfy_dirs.models / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    _tiny_pipeline().save_pretrained(comfy_dirs.models / "part")
+    weights = next((comfy_dirs.models / "part" / "generator").glob("*.safetensors"))
+    (tmp_path / weights.name).write_bytes(weights.read_bytes())
+    weights.unlink()
+    weights.symlink_to(tmp_path / weights.name)
+    assert {"linked/", "part/"} <= set(_comfy.model_entries())
+    assert "extra_model_paths.yaml" in _refused(SPADEModelLoader, "link that leads out", model="linked/")
+    assert "generator/" in _refused(SPADEModelLoader, "link that leads out", model="part/")
+    for entry in ("linked/", "part/"):
+        with pytest.raises(ValueError, match="link that leads out"):
+            SPADEModelLoader.execute(model=entry, device="cpu")
+    _tiny_pipeline().save_pretrained(comfy_dirs.models / "fine")
+    assert SPADEModelLoader.validate_inputs(model="fine/", hub_repo_id="") is True
+
+
+def test_hub_repo_id_refuses_local_folders(comfy_dirs, tmp_path: Path, monkeypatch) -> None:
+    _tiny_pipeline().save_pretrained(tmp_path / "owner" / "name")
+    monkeypatch.chdir(tmp_path)
+    for typed in ("owner/name", str(tmp_path / "owner" / "name"), "./owner/name", "~/x/y", "owner\\name"):
+        message = _refused(SPADEModelLoader, "models/spade/", model="hub repo id", hub_repo_id=typed)
+        assert "local path" in message and "owner/name" in message
+        with pytest.raises(ValueError) as err:
+            SPADEModelLoader.execute(model="hub repo id", hub_repo_id=typed, device="cpu")
+        assert _one_line(err) == message
+    for typed in ("just-a-name", "a b/c", "owner/na--me", "owner/-name", "a/b/c", "owner/name.git"):
+        assert "not a Hub repo id" in _refused(SPADEModelLoader, "owner/name", model="hub repo id",
+                                               hub_repo_id=typed)
+    assert SPADEModelLoader.validate_inputs(model="hub repo id", hub_repo_id="nobody-here/no_such.model") is True
+    assert SPADEModelLoader.validate_inputs(model="hub repo id", hub_repo_id=None) is True  # linked: checked on run
+    with pytest.raises(FileNotFoundError) as err:  # a valid id, offline and not cached: the library's message
+        SPADEModelLoader.execute(model="hub repo id", hub_repo_id="nobody-here/no_such.model")
+    assert "cache" in _one_line(err)
+
+
+def test_image_inputs_refuse_nan_and_huge_images(vae_model) -> None:
+    rgb = _image(TINY.colorize(_bands().astype(np.int64))[None])
+    rgb[0, 3, 5, 1] = float("nan")
+    rgb[0, 4, 5, 2] = float("inf")
+    with pytest.raises(ValueError) as err:
+        SPADEImageToSegmap.execute(model=vae_model, image=rgb)
+    assert "image holds 2 NaN/Inf values" in _one_line(err)
+    with pytest.raises(ValueError) as err:
+        SPADEEncodeStyle.execute(model=vae_model, image=rgb)
+    assert "style image holds 2 NaN/Inf" in _one_line(err)
+    huge = torch.zeros(1, 1, 1, 3).expand(1, 9000, 9000, 3)  # no memory behind it: refused from the shape
+    for node in (SPADEImageToSegmap, SPADEEncodeStyle):
+        with pytest.raises(ValueError) as err:
+            node.execute(model=vae_model, image=huge)
+        assert "9000x9000" in _one_line(err) and "downscale" in str(err.value)
+
+
+def test_synthesize_bounds_its_size_and_refuses_nan(plain_model) -> None:
+    height = next(i for i in SPADESynthesize.define_schema().inputs if i.id == "height")
+    assert height.extra["max"] == MAX_SIDE
+    for sides in ({"width": MAX_SIDE + 32}, {"height": MAX_SIDE * 4, "width": 64}):
+        with pytest.raises(ValueError) as err:
+            SPADESynthesize.execute(model=plain_model, segmap=_segmap(), **sides)
+        assert f"{MAX_SIDE}: lower" in _one_line(err)
+    vae = SPADEModel(_tiny_pipeline(), CPU, CPU)
+    with pytest.raises(ValueError) as err:
+        SPADESynthesize.execute(model=vae, segmap=_segmap(), style=(torch.full((1, 256), float("nan")),
+                                                                    torch.zeros(1, 256)))
+    assert "style holds 256 NaN/Inf" in _one_line(err)
+    broken = _tiny_pipeline(use_vae=False)
+    with torch.no_grad():
+        for param in broken.generator.conv_img.parameters():
+            param.fill_(float("nan"))
+    with pytest.raises(ValueError) as err:
+        SPADESynthesize.execute(model=SPADEModel(broken, CPU, CPU), segmap=_segmap())
+    assert "NaN/Inf" in _one_line(err)
 
 
 # ----------------------------------------------------------------------------- style and synthesis
