@@ -83,7 +83,7 @@ def test_config_errors_name_the_problem():
         TrainConfig.from_dict({"ngff": 3})
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(data_root="x", precision="fp8").validate()
-    with pytest.raises(ValueError, match="--data"):
+    with pytest.raises(ValueError, match="pass the dataset folder as data_root"):
         TrainConfig(format="coco").validate()
 
 
@@ -226,13 +226,13 @@ def test_missing_vgg_weights_offline_is_a_one_line_error(tmp_path, monkeypatch, 
                   "--crop-size", "32", "--set", "spade_hidden_nc=8", "--num-workers", "0"])
     assert run_train(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "--no-vgg" in err and err.count("\n") == 1
+    assert err.startswith("spade: error:") and "--no-vgg" in err and err.count("\n") == 1
 
 
 def test_existing_run_needs_resume_and_init_from_loads_weights(tmp_path):
     cfg = tiny_config(tmp_path / "r", max_steps=1, dataset_options={"max_dataset_size": 2})
     Trainer(cfg).train()
-    with pytest.raises(ValueError, match="--resume"):
+    with pytest.raises(ValueError, match="already holds a run .*pass resume=True"):
         Trainer(cfg).train()
     latest = ckpt.latest_checkpoint(cfg.out_dir)
     fine_tune = Trainer(cfg.updated({"out_dir": str(tmp_path / "ft"), "init_from": str(latest), "seed": 9}))

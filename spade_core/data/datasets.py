@@ -6,6 +6,10 @@ Every dataset yields dicts `{"label": int64 (1,H,W) class indices (don't-care = 
 "path": str}`. Files are paired by name once, at construction, so a mismatched folder fails
 before training starts, naming the files.
 
+Every file is opened through `spade_core.images.open_image` (the pixel limit is checked from the
+header, before decoding); a corrupt, truncated or oversized file raises a one-line ValueError
+naming that file and whether it is the image, the label map or the instance map.
+
 Reproducible augmentation: pass `seed=` and call `set_epoch(epoch)` each epoch; the crop offset
 and flip of sample i then come from a generator seeded with (seed, epoch, i), the same on every
 rank, worker count and resumed run. Without a seed, Python's global `random` is used, as in the
@@ -25,6 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from spade_core.data.transforms import PreprocessConfig, draw_params, preset_preprocess, transform_image, transform_map
+from spade_core.images import open_image
 from spade_core.labels import LabelSet, get_label_set
 
 __all__ = [
@@ -114,23 +119,30 @@ class SegmapDataset(Dataset):
         """Raw sample `index`: (RGB photograph, raw label map, raw instance map or None, path)."""
         raise NotImplementedError
 
+    def source_of(self, index: int, kind: str) -> str | None:
+        """Where the `kind` ('image', 'label' or 'instance') of sample `index` comes from, for messages."""
+        return None
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         """Sample `index` preprocessed: label, image, instance (if used) and path."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
         image, label, instance, path = self.load(index)
-        for name, other in (("label map", label), ("instance map", instance)):
+        for kind, name, other in (("label", "label map", label), ("instance", "instance map", instance)):
             if other is not None and other.size != image.size:
+                source = self.source_of(index, kind)
                 raise ValueError(
                     f"{path}: the image is {image.width}x{image.height} but its {name} is "
-                    f"{other.width}x{other.height}: give both the same size"
+                    f"{other.width}x{other.height}" + (f" ({source})" if source else "") + ": give both the same size"
                 )
         params = draw_params(self.preprocess, label.size, self.rng_for(index))
         raw = transform_map(label, self.preprocess, params, fill=_dontcare_fill(self.label_set))
         try:
             classes = self.label_set.raw_to_labels(raw, unknown=self.unknown)
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+            source = self.source_of(index, "label")
+            where = f"label map {source}" if source else f"the label map of {path}"
+            raise ValueError(f"{where}: {err}") from None
         sample: dict[str, torch.Tensor | str] = {
             "label": classes,
             "image": transform_image(image, self.preprocess, params),
@@ -165,10 +177,17 @@ class PairedFilesDataset(SegmapDataset):
 
     def load(self, index: int) -> tuple[Image.Image, Image.Image, Image.Image | None, str]:
         paths = self.samples[index]
-        image = Image.open(paths.image).convert("RGB")
-        label = Image.open(paths.label)
-        instance = Image.open(paths.instance) if self.use_instance and paths.instance is not None else None
+        image = open_image(paths.image, "image").convert("RGB")
+        label = open_image(paths.label, "label map")
+        instance = None
+        if self.use_instance and paths.instance is not None:
+            instance = open_image(paths.instance, "instance map")
         return image, label, instance, str(paths.image)
+
+    def source_of(self, index: int, kind: str) -> str | None:
+        paths = self.samples[index]
+        found = {"image": paths.image, "label": paths.label, "instance": paths.instance}.get(kind)
+        return str(found) if found is not None else None
 
 
 def collect_files(

@@ -7,7 +7,6 @@ layout (`image`, `annotation`, raw 0 = unlabeled) with the `ade20k` label set.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from PIL import Image
 
 from spade_core.data.datasets import SegmapDataset, _is_train
 from spade_core.data.transforms import PreprocessConfig, preset_preprocess
+from spade_core.images import open_image
 from spade_core.labels import LabelSet
 
 __all__ = ["HFSegmapDataset", "load_hf_split"]
@@ -66,13 +66,16 @@ def load_hf_split(source: str | Path, split: str = "train") -> Any:
 
 
 def _to_pil(value: Any, what: str, index: int) -> Image.Image:
-    """A dataset cell (PIL image, {'bytes','path'} dict, file path or array) as a PIL image."""
+    """A dataset cell (PIL image, {'bytes','path'} dict, file path or array) as a PIL image, size-checked.
+
+    `what` names the cell in messages (e.g. "label map (column 'annotation', row 3)").
+    """
     if isinstance(value, Image.Image):
-        return value
+        return open_image(value, what)
     if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        return Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") else Image.open(value["path"])
+        return open_image(value["bytes"] if value.get("bytes") else value["path"], what)
     if isinstance(value, (str, Path)):
-        return Image.open(value)
+        return open_image(value, what)
     if value is not None:
         array = np.asarray(value)
         if array.ndim == 2 and array.dtype.kind in "iub":
@@ -80,7 +83,7 @@ def _to_pil(value: Any, what: str, index: int) -> Image.Image:
         if array.ndim == 3 and array.shape[-1] == 3:
             return Image.fromarray(array.astype(np.uint8))
     raise ValueError(
-        f"row {index}: the {what} cell is {type(value).__name__}, not an image: store it as a datasets Image "
+        f"the {what} is {type(value).__name__}, not an image: store it as a datasets Image "
         "feature, an image path, or a 2-D integer array"
     )
 
@@ -111,6 +114,7 @@ class HFSegmapDataset(SegmapDataset):
                 )
         if max_dataset_size is not None:
             table = table.select(range(min(max_dataset_size, len(table))))
+        table = _undecoded(table, [c for c in wanted.values() if c is not None])
         if len(table) == 0:
             raise FileNotFoundError(f"the {split!r} split of {source} is empty: pick a split that has rows")
         super().__init__(
@@ -130,12 +134,28 @@ class HFSegmapDataset(SegmapDataset):
     def __len__(self) -> int:
         return len(self.table)
 
+    def source_of(self, index: int, kind: str) -> str | None:
+        column = {"image": self.image_column, "label": self.label_column, "instance": self.instance_column}.get(kind)
+        return f"{self.source}:{self.split}[{index}] column {column!r}" if column else None
+
     def load(self, index: int) -> tuple[Image.Image, Image.Image, Image.Image | None, str]:
         row = self.table[index]
-        image = _to_pil(row[self.image_column], self.image_column, index)
-        label = _to_pil(row[self.label_column], self.label_column, index)
+        where = f"{self.source}:{self.split}[{index}]"
+        image = _to_pil(row[self.image_column], f"image ({where} column {self.image_column!r})", index)
+        label = _to_pil(row[self.label_column], f"label map ({where} column {self.label_column!r})", index)
         instance = None
         if self.instance_column is not None:
-            instance = _to_pil(row[self.instance_column], self.instance_column, index)
-        path = getattr(image, "filename", "") or f"{self.source}:{self.split}[{index}]"
+            what = f"instance map ({where} column {self.instance_column!r})"
+            instance = _to_pil(row[self.instance_column], what, index)
+        path = getattr(image, "filename", "") or where
         return image.convert("RGB"), label, instance, path
+
+
+def _undecoded(table: Any, columns: list[str]) -> Any:
+    """The table with its image columns left as encoded bytes, so that each is size-checked before decoding."""
+    datasets = _import_datasets()
+    for column in columns:
+        feature = table.features.get(column)
+        if isinstance(feature, datasets.Image) and feature.decode:
+            table = table.cast_column(column, datasets.Image(decode=False))
+    return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from functools import partial
 from typing import Any
 
@@ -15,7 +16,10 @@ from ..data import PreprocessConfig, build_dataset
 from ..labels import LabelSet
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
 from ..models.presets import discriminator_kwargs, encoder_kwargs, generator_kwargs
-from .config import TrainConfig
+from .config import OptionError, TrainConfig
+
+# bytes of training state per parameter: fp32 weight, gradient and two Adam moments (+ one EMA copy for G)
+_BYTES_PER_PARAM = 4 * 4
 
 
 def preprocess_config(config: TrainConfig) -> PreprocessConfig:
@@ -107,3 +111,48 @@ def build_schedulers(config: TrainConfig, optimizers: dict[str, torch.optim.Opti
     """Constant-then-linear-decay schedules, stepped once per ``config.schedule_unit``."""
     factor = partial(lr_factor, niter=config.niter, niter_decay=config.niter_decay)
     return {name: LambdaLR(opt, factor) for name, opt in optimizers.items()}
+
+
+def parameter_counts(config: TrainConfig, label_set: LabelSet) -> dict[str, int] | None:
+    """Parameters of each network of ``config``, counted on the meta device (nothing allocated); None if unsupported."""
+    try:
+        with torch.device("meta"):
+            nets = build_networks(config, label_set)
+    except (NotImplementedError, RuntimeError):
+        return None
+    names = ("generator", "discriminator", "encoder")
+    return {name: sum(p.numel() for p in net.parameters()) for name, net in zip(names, nets) if net is not None}
+
+
+def memory_limit_bytes(device: torch.device) -> int | None:
+    """The memory of ``device``: a GPU's own, else the machine's RAM (None when unknown)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def training_state_bytes(config: TrainConfig, counts: dict[str, int]) -> int:
+    """Bytes of weights, gradients and Adam moments of the networks (plus the generator's EMA copy)."""
+    ema = counts["generator"] if config.ema_decay is not None else 0
+    return _BYTES_PER_PARAM * sum(counts.values()) + 4 * ema
+
+
+def check_training_memory(config: TrainConfig, label_set: LabelSet, device: torch.device) -> None:
+    """Refuse, before allocating, networks whose training state alone exceeds the device's memory."""
+    counts = parameter_counts(config, label_set)
+    limit = memory_limit_bytes(device)
+    if counts is None or limit is None:
+        return
+    need = training_state_bytes(config, counts)
+    if need > limit:
+        biggest = max(counts, key=counts.__getitem__)
+        width = "ndf" if biggest == "discriminator" else "ngf"
+        raise OptionError(
+            f"{{{width}}} {getattr(config, width)} makes a {biggest} of {counts[biggest] / 1e6:,.0f}M parameters: "
+            f"the networks' weights, gradients and optimizer state alone need about {need / 1e9:,.1f} GB, more than "
+            f"the {limit / 1e9:,.1f} GB of memory of {device}: lower {{{width}}} (the reference uses 64)",
+            width,
+        )

@@ -10,11 +10,15 @@ Layout of ``RUN_DIR/checkpoints/step_XXXXXXX/``::
 
 A checkpoint is written into ``.tmp-step_XXXXXXX-<pid>/`` and renamed into place, then the
 ``latest`` pointer file is replaced atomically, so a process killed at any moment leaves the
-previous complete checkpoint in place; resuming ignores any ``.tmp-*`` folder.
+previous complete checkpoint in place; resuming ignores any ``.tmp-*`` folder. A write that fails
+(a full disk) removes its temporary folder and raises a one-line error; the previous checkpoint
+stays the latest. :func:`verify_checkpoint` reads every file's header so that a resume can skip a
+truncated or corrupt checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -25,11 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
+from .config import OptionError
 
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
@@ -71,11 +76,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
     return path
 
@@ -87,6 +96,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """A checkpoint's JSON file; a missing or corrupt one raises a one-line error naming it."""
+    return _read_json(path)
 
 
 def _read_json(path: Path) -> Any:
@@ -219,6 +233,56 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
+def checkpoint_step(folder: str | Path) -> int:
+    """The step of a ``step_XXXXXXX`` folder (-1 for another name)."""
+    match = _STEP_DIR.match(Path(folder).name)
+    return int(match.group(1)) if match else -1
+
+
+def verify_checkpoint(folder: str | Path) -> str | None:
+    """What makes checkpoint ``folder`` unusable (a missing, truncated or corrupt file), or None.
+
+    Reads the JSON files and every safetensors header (which also checks the file's length)
+    without loading any tensor.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    files = [folder / STATE_JSON, folder / CONFIG_NAME, folder / LABEL_SET_NAME, folder / STATE_TENSORS]
+    for name in ("generator", "discriminator", "encoder", "ema_generator"):
+        if name in ("generator", "discriminator") or (folder / name).is_dir():
+            files += [folder / name / "config.json", folder / name / WEIGHTS_NAME]
+    for path in files:
+        where = path.relative_to(folder).as_posix()
+        if not path.is_file():
+            return f"{where} is missing"
+        try:
+            if path.suffix == ".json":
+                data = json.loads(path.read_text())
+                if not isinstance(data, dict):
+                    return f"{where} holds {type(data).__name__}, not a mapping"
+            else:
+                with safe_open(str(path), framework="pt"):
+                    pass
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return f"{where} is not valid JSON: {err}"
+        except (SafetensorError, OSError, ValueError) as err:
+            return f"{where} is truncated or corrupt: {' '.join(str(err).split())}"
+    if not isinstance(json.loads((folder / STATE_JSON).read_text()).get("step"), int):
+        return f"{STATE_JSON} has no step"
+    return None
+
+
+def write_error(err: OSError, what: str, run_dir: str | Path) -> OptionError:
+    """A one-line error for a failed write into a run folder (a full disk first of all)."""
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return OptionError(f"no space left on device while writing {what} to {run_dir}: "
+                           "free space or pass another {out_dir}")
+    reason = err.strerror or " ".join(str(err).split())
+    return OptionError(f"could not write {what} to {run_dir} ({reason}): check that the folder is writable, "
+                       "or pass another {out_dir}")
+
+
 def checkpoints_root(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR
 
@@ -275,32 +339,42 @@ def save_checkpoint(
     label_set: dict[str, Any],
     keep: int = 3,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest`` at it and keep the newest ``keep``."""
+    """Write checkpoint ``step`` atomically, point ``latest`` at it and keep the newest ``keep`` up to it.
+
+    A failed write (a full disk) deletes the partial folder and raises a one-line OptionError;
+    the previous checkpoint stays complete and ``latest``. Checkpoints past ``step`` (left by a
+    run that was resumed from an older one) are kept until training passes them.
+    """
     root = checkpoints_root(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
     tmp = root / f"{TMP_PREFIX}{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for key, module in networks.items():
-        if module is not None:
-            save_network(module, tmp / key)
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
-    _write_json(tmp / STATE_JSON, {**meta, "step": step})
-    _write_json(tmp / CONFIG_NAME, config)
-    _write_json(tmp / LABEL_SET_NAME, label_set)
-    for path in tmp.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
     final = root / name
-    if final.exists():
-        _discard(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    atomic_write_text(root / LATEST_FILE, name + "\n")
-    for old in list_checkpoints(run_dir)[:-keep]:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for key, module in networks.items():
+            if module is not None:
+                save_network(module, tmp / key)
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
+        _write_json(tmp / STATE_JSON, {**meta, "step": step})
+        _write_json(tmp / CONFIG_NAME, config)
+        _write_json(tmp / LABEL_SET_NAME, label_set)
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if final.exists():
+            _discard(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        atomic_write_text(root / LATEST_FILE, name + "\n")
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(err, f"checkpoint step {step}", run_dir) from None
+    older = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= step]
+    for old in older[:-keep]:
         if old != final:
             _discard(old)
     return final

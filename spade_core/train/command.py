@@ -3,6 +3,9 @@
 Precedence, lowest first: TrainConfig defaults, ``--preset``, the run's saved config (with
 ``--resume``), ``--config FILE``, ``--set KEY=VALUE``, then the dedicated flags. Only flags given
 on the command line override anything.
+
+Every value is checked before anything is allocated or written, and a refused value is named
+where it came from: ``runs/x/config.json: ngf ...``, ``--ngf ...`` or ``--set ngf ...``.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from typing import Any
 from .config import (
     PRECISIONS,
     SCHEDULE_UNITS,
+    OptionError,
     TrainConfig,
     format_config,
     read_config_file,
 )
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 # flag dest -> TrainConfig field
 _FLAGS: dict[str, str] = {
@@ -57,6 +63,15 @@ _FLAGS: dict[str, str] = {
     "device": "device",
     "init_from": "init_from",
 }
+# TrainConfig field (or run choice) -> the flag that sets it
+FIELD_FLAGS: dict[str, str] = {
+    **{field: "--" + dest.replace("_", "-") for dest, field in _FLAGS.items()},
+    "preset": "--preset",
+    "progress": "--no-progress",
+    "resume": "--resume",
+    "overwrite": "--overwrite",
+    "resume_from": "--resume-from",
+}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -69,7 +84,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--preset", help="take the network and preprocessing settings of a model preset: ade20k, coco, cityscapes")
     add("--config", metavar="FILE", help="YAML or JSON file of TrainConfig fields")
     add("--out", metavar="RUN_DIR", help="run folder for config, checkpoints, samples and logs (default runs/spade)")
-    add("--resume", action="store_true", help="continue the run in --out from its latest complete checkpoint")
+    add("--resume", action="store_true",
+        help="continue the run in --out from its latest complete checkpoint (a corrupt one is skipped with a warning)")
+    add("--resume-from", metavar="STEP_OR_DIR",
+        help="continue the run in --out from this checkpoint: a step number, a step_XXXXXXX name or a checkpoint folder")
+    add("--overwrite", action="store_true",
+        help="replace the run already in --out (its config, logs, samples and checkpoints are deleted)")
     add("--max-steps", type=int, help="stop after this many steps (default: niter + niter_decay epochs)")
     add("--batch-size", type=int, help="images per step and process (default 1)")
     add("--crop-size", type=int, help="training image width (default 256)")
@@ -130,41 +150,117 @@ def _parse_value(text: str) -> Any:
             return text
 
 
-def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig the parsed arguments describe (see the module docstring for precedence)."""
+# where a field's value came from: ("default" | "file" | "set" | "flag", the file path or flag)
+Sources = dict[str, tuple[str, str]]
+
+
+def _apply(config: TrainConfig, changes: dict[str, Any], sources: Sources, source: tuple[str, str]) -> TrainConfig:
+    """``config.updated(changes)``, recording ``source`` for each key; unknown keys name the source."""
+    try:
+        config = config.updated(changes)
+    except ValueError as err:
+        where = f"{source[1]}: " if source[0] == "file" else ("--set: " if source[0] == "set" else "")
+        raise ValueError(f"{where}{err}") from None
+    sources.update({key: source for key in changes})
+    return config
+
+
+def _resolve(args: argparse.Namespace) -> tuple[TrainConfig, Sources]:
+    """The config of the arguments and where each non-default value came from."""
+    sources: Sources = {}
     config = TrainConfig()
     if getattr(args, "preset", None):
+        before = config.to_dict()
         config = config.with_preset(args.preset)
+        changed = [k for k, v in config.to_dict().items() if before[k] != v]
+        sources.update({key: ("flag", "--preset") for key in changed})
     out = getattr(args, "out", None)
-    if getattr(args, "resume", False) and out and (Path(out) / "config.json").is_file():
-        config = config.updated(read_config_file(Path(out) / "config.json"))
+    resume = getattr(args, "resume", False) or getattr(args, "resume_from", None)
+    if resume and out and (Path(out) / "config.json").is_file():
+        path = Path(out) / "config.json"
+        config = _apply(config, read_config_file(path), sources, ("file", str(path)))
     if getattr(args, "config", None):
-        config = config.updated(read_config_file(args.config))
-    config = config.updated(_parse_set(getattr(args, "set", []) or []))
-    flags = {field: getattr(args, dest) for dest, field in _FLAGS.items() if getattr(args, dest, None) is not None}
+        config = _apply(config, read_config_file(args.config), sources, ("file", str(args.config)))
+    config = _apply(config, _parse_set(getattr(args, "set", []) or []), sources, ("set", ""))
+    for dest, field in _FLAGS.items():
+        if getattr(args, dest, None) is not None:
+            config = _apply(config, {field: getattr(args, dest)}, sources, ("flag", FIELD_FLAGS[field]))
     if getattr(args, "no_ema", False):
-        flags["ema_decay"] = None
+        config = _apply(config, {"ema_decay": None}, sources, ("flag", "--no-ema"))
     if getattr(args, "no_progress", False):
-        flags["progress"] = False
-    return config.updated(flags)
+        config = _apply(config, {"progress": False}, sources, ("flag", "--no-progress"))
+    return config, sources
+
+
+def cli_message(err: OptionError, sources: Sources) -> str:
+    """An OptionError in the command line's words: the file and key, the flag, or ``--set KEY``."""
+    kind, where = sources.get(err.primary or "", ("default", ""))
+
+    def name(field: str) -> str:
+        source = sources.get(field, ("default", ""))
+        if kind == "file" and source == (kind, where):
+            return field
+        if field == err.primary and source[0] in ("flag", "set"):
+            return source[1] if source[0] == "flag" else f"--set {field}"
+        return FIELD_FLAGS.get(field, f"--set {field}")
+
+    return err.render(name, prefix=f"{where}: " if kind == "file" else "")
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the parsed arguments describe (see the module docstring for precedence), values checked."""
+    config, sources = _resolve(args)
+    try:
+        return config.check_values()
+    except OptionError as err:
+        raise ValueError(cli_message(err, sources)) from None
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (a DataLoader worker's traceback reduced to its last line)."""
+    text = str(err)
+    if "\n" in text:
+        marker = f"{type(err).__name__}: "
+        last = [line for line in text.splitlines() if line.startswith(marker)]
+        if last:
+            text = last[-1][len(marker):]
+    return " ".join(text.split()) or type(err).__name__
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Run ``spade train``; returns the exit code (2 with a one-line message for a user mistake)."""
+    """Run ``spade train``; returns the exit code (2 with a one-line message for a user mistake).
+
+    Nothing is written before every option, the run folder, the checkpoint to resume from, the
+    dataset and the networks' memory have been checked: a refused command leaves the disk as it was.
+    """
+    sources: Sources = {}
+    trainer = None
     try:
-        config = resolve_config(args)
+        config, sources = _resolve(args)
         if args.print_config:
+            config.check_values()
             print(format_config(config), end="")
             return 0
+        config.validate()
+        from .run_dir import plan_run
         from .trainer import Trainer
 
+        plan = plan_run(
+            config,
+            resume=bool(args.resume),
+            overwrite=bool(getattr(args, "overwrite", False)),
+            resume_from=getattr(args, "resume_from", None),
+        )
         trainer = Trainer(config)
         try:
-            result = trainer.train(resume=bool(args.resume))
+            result = trainer.train(plan=plan)
         finally:
             trainer.close()
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except OptionError as err:
+        print(f"spade: error: {one_line(ValueError(cli_message(err, sources)))}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as err:
+        print(f"spade: error: {one_line(err)}", file=sys.stderr)
         return 2
     if trainer.ctx.is_main:
         print(f"trained {result['step']} steps; run folder {result['run_dir']}")

@@ -10,17 +10,70 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.registry import available_formats
+from ..data.transforms import PREPROCESS_MODES
+from ..images import MAX_SIDE
 from ..losses import GAN_MODES
-from ..models.presets import preset_options
+from ..models.generator import UPSAMPLING_LAYERS, latent_size
+from ..models.presets import available_presets, preset_options
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULE_UNITS = ("epoch", "step")
 LOAD_TO_CROP = 286 / 256  # the reference's load_size / crop_size for resize-and-crop training
+INIT_TYPES = ("normal", "xavier", "xavier_uniform", "kaiming", "orthogonal", "none")
+
+# integer fields: (lowest, highest) accepted value
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "ngf": (1, 1024), "ndf": (1, 1024), "z_dim": (1, 4096), "crop_size": (1, MAX_SIDE), "load_size": (1, 2 * MAX_SIDE),
+    "batch_size": (1, 4096), "n_layers_D": (1, 8), "num_D": (1, 8), "spade_hidden_nc": (1, 1024),
+    "D_steps_per_G": (1, 1000), "niter": (0, 10**7), "niter_decay": (0, 10**7), "max_steps": (1, 10**9),
+    "num_workers": (0, 256), "seed": (0, 2**63 - 1), "log_every": (0, 10**9), "sample_every": (0, 10**9),
+    "num_samples": (1, 64), "checkpoint_every": (0, 10**9), "keep_checkpoints": (1, 10**6),
+}
+# float fields: (lowest, highest, lowest excluded, highest excluded)
+FLOAT_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "aspect_ratio": (0.125, 8.0, False, False), "init_variance": (0.0, 10.0, True, False), "lr": (0.0, 1.0, True, False),
+    "lambda_feat": (0.0, 1e6, False, False), "lambda_vgg": (0.0, 1e6, False, False),
+    "lambda_kld": (0.0, 1e6, False, False), "beta1": (0.0, 1.0, False, True), "beta2": (0.0, 1.0, False, True),
+    "ema_decay": (0.0, 1.0, False, True),
+}
+# integer entries of dataset_options the formats take
+DATASET_INT_OPTIONS: dict[str, tuple[int, int]] = {
+    "label_nc": (1, 1024), "max_dataset_size": (1, 10**9), "length": (1, 10**9), "dontcare_id": (0, 2**31 - 1),
+}
+
+
+class OptionError(ValueError):
+    """A refused option value whose message names options as ``{field}`` placeholders.
+
+    ``str(err)`` names them as TrainConfig fields (the API's words); the CLI renders the same
+    error with its flags and the file a value came from (:meth:`render`).
+    """
+
+    def __init__(self, template: str, primary: str | None = None) -> None:
+        self.template = template
+        self.primary = primary
+        super().__init__(self.render())
+
+    def fields(self) -> list[str]:
+        """The option names the message mentions."""
+        return re.findall(r"\{(\w+)\}", self.template)
+
+    def render(self, name: Callable[[str], str] | None = None, prefix: str = "") -> str:
+        """The message with each ``{field}`` replaced by ``name(field)`` (the API's words by default)."""
+        namer = name or (lambda f: API_WORDS.get(f, f))
+        return prefix + re.sub(r"\{(\w+)\}", lambda m: namer(m.group(1)), self.template)
+
+
+# how the API spells the run choices that are arguments of Trainer.train rather than fields
+API_WORDS = {"resume": "resume=True", "overwrite": "overwrite=True", "resume_from": "resume_from=STEP_OR_DIR"}
 
 
 @dataclass
@@ -130,27 +183,45 @@ class TrainConfig:
             changes.update(preprocess_mode="fixed", load_size=opts["crop_size"])
         return self.updated(changes)
 
+    def check_values(self) -> TrainConfig:
+        """Raise an OptionError naming the first field of a wrong type or out of range; return self.
+
+        Runs before anything is allocated: types are strict (the text "false" is not a bool, 64.0
+        is not an integer), every size has a sign and a sane upper bound, choices are checked.
+        """
+        for f in dataclasses.fields(self):
+            problem = _field_problem(f.name, f.type, getattr(self, f.name))
+            if problem:
+                raise OptionError(f"{{{f.name}}} {problem}", f.name)
+        for key, value in self.dataset_options.items():
+            if not isinstance(key, str):
+                raise OptionError(f"{{dataset_options}} keys must be option names, got {key!r}", "dataset_options")
+            if key in DATASET_INT_OPTIONS and value is not None:
+                problem = _int_problem(value, *DATASET_INT_OPTIONS[key])
+                if problem:
+                    raise OptionError(f"{{dataset_options}}.{key} {problem}", "dataset_options")
+        if min(latent_size(self.crop_size, self.aspect_ratio, self.num_upsampling_layers)) < 1:
+            step = 2 ** UPSAMPLING_LAYERS[self.num_upsampling_layers]
+            least = next(
+                c for c in range(step, MAX_SIDE + step, step)
+                if min(latent_size(c, self.aspect_ratio, self.num_upsampling_layers)) >= 1
+            )
+            raise OptionError(
+                f"{{crop_size}} {self.crop_size} is too small for {self.num_upsampling_layers!r} upsampling with "
+                f"{{aspect_ratio}} {self.aspect_ratio}: use a {{crop_size}} of at least {least}",
+                "crop_size",
+            )
+        return self
+
     def validate(self) -> TrainConfig:
-        """Raise a ValueError naming the first inconsistent option; return self."""
-        _choice("gan_mode", self.gan_mode, GAN_MODES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("schedule_unit", self.schedule_unit, SCHEDULE_UNITS)
-        for name in ("batch_size", "ngf", "ndf", "crop_size", "D_steps_per_G", "keep_checkpoints", "num_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("niter", "niter_decay", "log_every", "sample_every", "checkpoint_every", "num_workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1 (or None), got {self.max_steps}")
+        """:meth:`check_values`, then that the run is complete (data, length); return self."""
+        self.check_values()
         if self.max_steps is None and self.niter + self.niter_decay < 1:
-            raise ValueError("niter + niter_decay is 0: train for at least one epoch/step, or pass max_steps")
-        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise OptionError("{niter} + {niter_decay} is 0: train for at least one epoch/step, or set {max_steps}",
+                              "niter")
         if self.format != "synthetic" and not self.data_root:
-            raise ValueError(f"the {self.format} format reads files: pass --data DIR (data_root)")
+            raise OptionError(f"the {self.format} format reads files: pass the dataset folder as {{data_root}}",
+                              "data_root")
         return self
 
     def optimizer_settings(self) -> dict[str, tuple[float, tuple[float, float]]]:
@@ -180,8 +251,12 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        """Read a config file (.yaml / .yml / .json); missing fields take the defaults."""
-        return cls.from_dict(read_config_file(path))
+        """Read a config file (.yaml / .yml / .json); missing fields take the defaults; bad values name the file."""
+        config = cls.from_dict(read_config_file(path))
+        try:
+            return config.check_values()
+        except OptionError as err:
+            raise ValueError(err.render(prefix=f"{path}: ")) from None
 
 
 _PRESET_FIELDS = (
@@ -190,9 +265,67 @@ _PRESET_FIELDS = (
 )
 
 
-def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(options)}, got {value!r}")
+def _choices(name: str) -> tuple[str, ...] | None:
+    """The values a string field accepts, or None when any text goes."""
+    table: dict[str, Callable[[], tuple[str, ...]]] = {
+        "gan_mode": lambda: tuple(GAN_MODES),
+        "precision": lambda: PRECISIONS,
+        "schedule_unit": lambda: SCHEDULE_UNITS,
+        "num_upsampling_layers": lambda: tuple(UPSAMPLING_LAYERS),
+        "preprocess_mode": lambda: tuple(PREPROCESS_MODES),
+        "init_type": lambda: INIT_TYPES,
+        "format": lambda: tuple(available_formats()),
+        "preset": lambda: tuple(available_presets()),
+    }
+    return table[name]() if name in table else None
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it; text is marked as text (the usual YAML / JSON slip)."""
+    return f"the text {value!r}" if isinstance(value, str) else repr(value)
+
+
+def _int_problem(value: Any, low: int, high: int) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"must be an integer in {low}..{high}, got {_shown(value)}"
+    return None
+
+
+def _float_problem(value: Any, low: float, high: float, open_low: bool, open_high: bool) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    if ok:
+        return None
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    return f"must be a number in {interval}, got {_shown(value)}"
+
+
+def _field_problem(name: str, annotation: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for field ``name`` of type ``annotation`` (None when it is fine)."""
+    kinds = [part.strip() for part in str(annotation).split("|")]
+    optional = "None" in kinds
+    if value is None:
+        return None if optional else "must be set, got null"
+    suffix = " (or null)" if optional else ""
+    kind = kinds[0]
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"must be true or false{suffix}, got {_shown(value)}"
+    if kind == "int":
+        problem = _int_problem(value, *INT_RANGES.get(name, (-(2**63), 2**63 - 1)))
+        return problem and problem.replace(", got", f"{suffix}, got", 1)
+    if kind == "float":
+        problem = _float_problem(value, *FLOAT_RANGES.get(name, (-math.inf, math.inf, True, True)))
+        return problem and problem.replace(", got", f"{suffix}, got", 1)
+    if kind == "str":
+        choices = _choices(name)
+        if not isinstance(value, str) or not value or (choices is not None and value not in choices):
+            what = f"one of {', '.join(choices)}" if choices else "a non-empty text"
+            return f"must be {what}{suffix}, got {_shown(value)}"
+        return None
+    if kind.startswith("dict"):
+        return None if isinstance(value, dict) else f"must be a mapping of option names to values, got {_shown(value)}"
+    return None
 
 
 def field_comments() -> dict[str, str]:

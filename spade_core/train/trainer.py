@@ -8,9 +8,11 @@ states are checkpointed, so a resumed run repeats an uninterrupted one step for 
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import re
+import sys
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,9 +31,10 @@ from .builders import (
     build_optimizers,
     build_schedulers,
     build_training_dataset,
+    check_training_memory,
     dataset_label_set,
 )
-from .config import TrainConfig
+from .config import OptionError, TrainConfig
 from .distributed import (
     ResumableDistributedSampler,
     barrier,
@@ -42,6 +45,7 @@ from .distributed import (
 )
 from .ema import EMA
 from .logging import RunLogger, image_grid
+from .run_dir import RunPlan, clear_run, plan_run
 from .steps import (
     LossSettings,
     discriminator_losses,
@@ -65,6 +69,13 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def _last_line(err: BaseException) -> str:
+    """The message of an exception re-raised from a DataLoader worker (its traceback's last line)."""
+    marker = f"{type(err).__name__}: "
+    lines = [line for line in str(err).splitlines() if line.startswith(marker)]
+    return lines[-1][len(marker):] if lines else " ".join(str(err).split())
+
+
 def _noise_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -80,6 +91,7 @@ class Trainer:
         self._seed_everything(config.seed)
         self.dataset = dataset if dataset is not None else build_training_dataset(config)
         self.label_set = dataset_label_set(self.dataset, config)
+        check_training_memory(config, self.label_set, self.device)
         self.generator, self.discriminator, self.encoder = build_networks(config, self.label_set)
         if config.init_from:
             self._load_initial_weights(Path(config.init_from))
@@ -339,21 +351,29 @@ class Trainer:
         if self.ctx.is_main:
             print(message, flush=True)
 
-    def _prepare_run_dir(self, resume: bool) -> Path | None:
-        """Check / create the run folder; return the checkpoint to resume from, if any."""
-        found = ckpt.latest_checkpoint(self.run_dir)
-        if found is not None and not resume:
-            raise ValueError(
-                f"{self.run_dir} already holds checkpoints (latest {found.name}): pass --resume to continue it "
-                "or choose another --out"
-            )
+    def _warn(self, message: str) -> None:
         if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.remove_partial(self.run_dir)
-            self.config.save(self.run_dir)
-            ckpt.atomic_write_text(self.run_dir / ckpt.LABEL_SET_NAME, json.dumps(self.label_set.to_dict(), indent=2))
+            print(message, file=sys.stderr, flush=True)
+
+    def _start_run(self, plan: RunPlan) -> Path | None:
+        """Load the plan's checkpoint, then (and only then) write the run folder; return the checkpoint."""
+        for message in plan.warnings:
+            self._warn(message)
+        if plan.checkpoint is not None:
+            self.load_checkpoint(plan.checkpoint)
+        if self.ctx.is_main:
+            try:
+                if plan.overwrite:
+                    clear_run(self.run_dir)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                ckpt.remove_partial(self.run_dir)
+                self.config.save(self.run_dir)
+                label_set = json.dumps(self.label_set.to_dict(), indent=2)
+                ckpt.atomic_write_text(self.run_dir / ckpt.LABEL_SET_NAME, label_set)
+            except OSError as err:
+                raise ckpt.write_error(err, "the run's config", self.run_dir) from None
         barrier(self.ctx)
-        return found if resume else None
+        return plan.checkpoint
 
     def _trace(self, batch: dict[str, Any]) -> None:
         folder = self.run_dir / "data_trace"
@@ -376,10 +396,44 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
 
-    def train(self, resume: bool = False) -> dict[str, Any]:
-        """Train until ``total_steps``; with ``resume``, continue from the run's latest checkpoint."""
+    def train(
+        self,
+        resume: bool = False,
+        *,
+        overwrite: bool = False,
+        resume_from: str | int | Path | None = None,
+        plan: RunPlan | None = None,
+    ) -> dict[str, Any]:
+        """Train until ``total_steps``.
+
+        A folder that holds a run is continued with ``resume`` (from its latest complete
+        checkpoint, or ``resume_from``: a step, a ``step_XXXXXXX`` name or a checkpoint folder) or
+        replaced with ``overwrite``; otherwise it is refused before anything is written.
+        """
+        try:
+            return self._train(plan or plan_run(self.config, resume=resume, overwrite=overwrite, resume_from=resume_from))
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise ckpt.write_error(err, "the run's logs", self.run_dir) from None
+            raise
+
+    def _batches(self, epoch: int, offset: int):
+        """The loader's batches; a dataset error from a worker process comes back as its one-line message."""
+        iterator = iter(self.loader(epoch, offset))
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except (ValueError, FileNotFoundError) as err:
+                if isinstance(err, OptionError) or "\n" not in str(err):
+                    raise
+                raise type(err)(_last_line(err)) from None
+            yield batch
+
+    def _train(self, plan: RunPlan) -> dict[str, Any]:
         cfg = self.config
-        start = self._prepare_run_dir(resume)
+        start = self._start_run(plan)
         if start is not None:
             self.load_checkpoint(start)
             self._note(f"resumed {self.run_dir} from {start.name} (step {self.step})")
@@ -394,7 +448,7 @@ class Trainer:
         try:
             while self.step < total:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
-                for batch in self.loader(epoch, offset):
+                for batch in self._batches(epoch, offset):
                     if cfg.trace_data:
                         self._trace(batch)
                     losses = self.train_step(batch)
