@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,33 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DTYPES = ("float32", "float16", "bfloat16")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 PROGRESS_FROM = 4  # show a progress bar from this many images on
+# Optional dependencies by import name -> (what to call it, the extra that installs it).
+EXTRAS = {
+    "gradio": ("Gradio", "demo"),
+    "gradio_client": ("Gradio", "demo"),
+    "datasets": ("the datasets library", "train"),
+    "skimage": ("scikit-image", "train"),
+    "scipy": ("SciPy", "eval"),
+    "yaml": ("PyYAML", "train"),
+    "tensorboard": ("TensorBoard", "train"),
+    "accelerate": ("Accelerate", "train"),
+}
+# Keyword names in library messages -> the flags that set them, per command (hints in CLI words).
+CLI_WORDS: dict[str, list[tuple[str, str]]] = {
+    "synthesize": [
+        (r"\bomit height/width\b", "omit --size"),
+        (r"\b(?:a smaller )?height/width\b", "a smaller --size"),
+        (r"\ba lower num_images_per_segmap\b", "a lower --num"),
+        (r"\bnum_images_per_segmap\b", "--num"),
+        (r"\bstyle_image / style / latents\b", "--style"),
+        (r"\bstyle_image\b", "--style"),
+        (r"\binstance_map\b", "--instance"),
+        (r"pass nearest=True \(nearest_color=True when coercing a segmap\)", "pass --nearest-color"),
+        (r"\bpass unknown='dontcare'", "pass --unknown dontcare"),
+        (r"torch_dtype=torch\.float32", "--dtype float32"),
+    ],
+    "push": [(r"\bdry_run=True\b", "--dry-run")],
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +91,14 @@ def _parse_size(text: str | None) -> tuple[int | None, int | None]:
     parts = text.lower().replace("*", "x").split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"--size {text!r} is not WxH: pass e.g. --size 512x256 (width x height)")
-    return int(parts[1]), int(parts[0])
+    from .images import MAX_SIDE
+
+    width, height = int(parts[0]), int(parts[1])
+    if max(width, height) > MAX_SIDE:
+        raise ValueError(
+            f"--size {width}x{height} is too large: each side may be at most {MAX_SIDE} pixels; pass e.g. --size 1024x1024"
+        )
+    return height, width
 
 
 def _collect_images(paths: list[str], what: str) -> list[Path]:
@@ -138,6 +173,42 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
+
+
+def _in_cli_words(command: str | None, message: str) -> str:
+    """A library message with its keyword-argument hints replaced by the flags of ``command``."""
+    for pattern, flag in CLI_WORDS.get(command or "", []):
+        message = re.sub(pattern, flag, message)
+    return message
+
+
+def _missing_extra(command: str | None, err: ImportError) -> str | None:
+    """The one-line message for an optional dependency that is not installed, or None for our own modules."""
+    name = (err.name or "").split(".")[0]
+    if not name:
+        match = re.search(r"No module named '([\w.]+)'", str(err))
+        name = match.group(1).split(".")[0] if match else ""
+    if not name or name in ("spade_core", "spade_nodes"):
+        return None
+    what, extra = EXTRAS.get(name, (f"the Python package {name}", None))
+    install = f"pip install 'spade[{extra}]'" if extra else f"pip install {name}"
+    who = f"spade {command}" if command else "spade"
+    return f"{who} needs {what}, which is not installed here: {install}"
+
+
+def _network_error_types() -> tuple[type[BaseException], ...]:
+    """Connection failures of the HTTP stacks already loaded (no import when none is)."""
+    if "huggingface_hub" not in sys.modules:
+        return (ConnectionError, TimeoutError)
+    from .hub.publish import network_errors
+
+    return network_errors()
+
+
+def _memory_error_types() -> tuple[type[BaseException], ...]:
+    torch = sys.modules.get("torch")
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    return (MemoryError, oom) if oom is not None else (MemoryError,)
 
 
 # ----------------------------------------------------------------------------- synthesize
@@ -471,10 +542,8 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Serve the Gradio painting demo until interrupted."""
-    try:
-        from .demo import launch_demo
-    except ImportError as err:
-        raise ValueError(f"the demo needs Gradio ({err}): pip install 'spade[demo]'") from None
+    from .demo import launch_demo
+
     launch_demo(model=args.model, host=args.host, port=args.port, share=args.share, concurrency_limit=args.concurrency)
     return 0
 
@@ -524,14 +593,34 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(c.name for c in COMMANDS)
         print(f"spade: error: choose a command ({names}); see `spade --help`", file=sys.stderr)
         return 2
+    command = getattr(args, "command", None)
     try:
         return int(args.run(args) or 0)
     except USER_ERRORS as err:
-        print(f"spade: error: {_one_line(err)}", file=sys.stderr)
-        return 2
+        return _fail(_in_cli_words(command, _one_line(err)))
+    except ImportError as err:
+        message = _missing_extra(command, err)
+        if message is None:
+            raise
+        return _fail(message)
+    except Exception as err:  # network and memory failures are the user's to fix, not tracebacks
+        if isinstance(err, _network_error_types()):
+            fix = "retry, or pass --dry-run to check the folder without uploading" if command == "push" else (
+                "check the connection and retry, or use local files (HF_HUB_OFFLINE=1 with a cached model)"
+            )
+            return _fail(f"the Hugging Face Hub or the network could not be reached ({_one_line(err)[:200]}): {fix}")
+        if isinstance(err, _memory_error_types()):
+            hint = "a smaller --size or --num" if command == "synthesize" else "smaller inputs or settings"
+            return _fail(f"out of memory during spade {command} ({_one_line(err)[:200]}): try {hint}, or free memory")
+        raise
     except KeyboardInterrupt:
         print("spade: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(message: str) -> int:
+    print(f"spade: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

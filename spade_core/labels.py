@@ -26,6 +26,8 @@ __all__ = [
 
 _UNKNOWN_POLICIES = ("error", "dontcare")
 _BLACK = (0, 0, 0)
+# Colour-palette pairs compared at once when snapping colours (keeps temporaries near 50 MB).
+_NEAREST_CHUNK = 2_000_000
 
 
 def _hex(color: tuple[int, int, int]) -> str:
@@ -329,8 +331,13 @@ class LabelSet:
     def _nearest(self, colors: np.ndarray) -> np.ndarray:
         """Class index of the nearest palette colour (squared RGB distance) for each (M,3) colour."""
         tables = self._tables
-        dist = ((colors[:, None, :] - tables["cand"][None, :, :]) ** 2).sum(-1)  # (M, K)
-        return tables["cand_targets"][np.argmin(dist, axis=1)]
+        cand = tables["cand"][None, :, :]
+        out = np.empty(len(colors), dtype=np.int64)
+        step = max(1, _NEAREST_CHUNK // max(1, cand.shape[1]))  # bounded (M, K, 3) temporaries
+        for start in range(0, len(colors), step):
+            dist = ((colors[start:start + step, None, :] - cand) ** 2).sum(-1)  # (m, K)
+            out[start:start + step] = tables["cand_targets"][np.argmin(dist, axis=1)]
+        return out
 
     def legend(self) -> list[tuple[int, str, tuple[int, int, int]]]:
         """(index, name, colour) for every class, e.g. for a UI palette or a model card."""

@@ -29,10 +29,12 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from .hub.model_card import read_model_card_metadata, write_model_card
+from .images import MAX_SIDE, check_finite, check_image_size, open_image
 from .hub.publish import PushPlan, hub_offline, push_folder
 from .labels import LabelSet, available_label_sets, get_label_set
 from .models import SPADEEncoder, SPADEGenerator
 from .models.encoder import reparameterize
+from .models.validation import validate_network_config
 from .segmap import coerce_instance_map, coerce_segmap, one_hot_semantics, resize_labels
 from .weights import state_dict_mismatches
 
@@ -41,6 +43,7 @@ __all__ = [
     "SPADEPipelineOutput",
     "check_pipeline_folder",
     "embedded_model_dir",
+    "estimate_inference_bytes",
     "generic_label_set",
     "matching_label_set",
     "resolve_device",
@@ -61,6 +64,10 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
 _COMPONENTS = {"generator": SPADEGenerator, "encoder": SPADEEncoder}
+# One synthesis call may use this much memory for the generator's activations (estimated before
+# anything is allocated); $SPADE_MAX_INFERENCE_BYTES overrides it.
+MAX_INFERENCE_BYTES = 16 * 1024**3
+_ENV_INFERENCE_BYTES = "SPADE_MAX_INFERENCE_BYTES"
 
 
 @dataclass
@@ -278,6 +285,7 @@ def _check_component(folder: Path, cls: type) -> None:
         hint = f" (found {', '.join(others)}, but only safetensors weights are loaded)" if others else ""
         raise FileNotFoundError(f"{weights} is missing{hint}: {fix}")
     config = _read_json(config_path, fix)
+    validate_network_config(cls.__name__, config, source=str(config_path))
     try:
         try:
             with torch.device("meta"):  # shapes only: no memory, no initialisation cost
@@ -354,12 +362,9 @@ def _style_tensor(image: Any) -> torch.Tensor:
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"style image not found: {path} (check the path)")
-        try:
-            with PIL.Image.open(path) as img:
-                image = img.convert("RGB")
-        except (PIL.UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read style image {path} ({err}): pass a JPEG or PNG photo") from None
+        image = open_image(path, "style image")
     if isinstance(image, PIL.Image.Image):
+        check_image_size(image.width, image.height, "style image")
         array = np.asarray(image.convert("RGB"))
         return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float() / 255
     if isinstance(image, np.ndarray):
@@ -376,10 +381,12 @@ def _style_tensor(image: Any) -> torch.Tensor:
         x = x[None]
     if x.ndim != 4 or x.shape[1] != 3 or x.numel() == 0:
         raise ValueError(f"style image has shape {tuple(x.shape)} (channels first for tensors): {accepted}")
+    check_image_size(x.shape[-1], x.shape[-2], "style image")
     if x.dtype == torch.uint8:
         return x.float() / 255
     if not x.is_floating_point():
         raise ValueError(f"style image has dtype {x.dtype}: {accepted}")
+    check_finite(x, "style image", "replace the NaN/Inf pixels (e.g. numpy.nan_to_num) or pass a uint8 image")
     x = x.float()
     low, high = float(x.min()), float(x.max())
     if low < -1e-3 or high > 1 + 1e-3:
@@ -387,6 +394,45 @@ def _style_tensor(image: Any) -> torch.Tensor:
             f"style image values span {low:.3g}..{high:.3g} but must lie in [0, 1]: pass (x + 1) / 2 for images in [-1, 1]"
         )
     return x.clamp(0, 1)
+
+
+def max_inference_bytes() -> int:
+    """The activation-memory limit of one call: ``$SPADE_MAX_INFERENCE_BYTES`` when set, else MAX_INFERENCE_BYTES."""
+    text = os.environ.get(_ENV_INFERENCE_BYTES, "").strip()
+    if not text:
+        return MAX_INFERENCE_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{_ENV_INFERENCE_BYTES}={text!r} is not a positive integer: set it to a byte count, e.g. 34359738368")
+    return int(text)
+
+
+def estimate_inference_bytes(generator: SPADEGenerator, batch: int, height: int, width: int) -> int:
+    """Bytes the generator's activations need for ``batch`` images of ``height`` x ``width`` (an upper estimate).
+
+    At full resolution the last SPADE block holds the one-hot map, the SPADE hidden layer and
+    about a dozen feature maps of its width at once; earlier blocks are smaller.
+    """
+    cfg = generator.config
+    per_pixel = generator.semantic_nc + int(getattr(cfg, "spade_hidden_nc", 128)) + 12 * int(cfg.ngf)
+    element = torch.finfo(generator.dtype).bits // 8
+    return int(batch) * int(height) * int(width) * per_pixel * element
+
+
+def _check_request_size(generator: SPADEGenerator, batch: int, height: int, width: int) -> None:
+    """Refuse a synthesis whose activations would pass the memory limit, before allocating anything."""
+    need, limit = estimate_inference_bytes(generator, batch, height, width), max_inference_bytes()
+    if need > limit:
+        raise ValueError(
+            f"{batch} image(s) of {height}x{width} (HxW) need about {need / 1e9:.1f} GB for the generator, over the "
+            f"limit of {limit / 1e9:.1f} GB: pass a smaller height/width, a lower num_images_per_segmap or fewer "
+            f"segmaps at once (or raise {_ENV_INFERENCE_BYTES})"
+        )
+
+
+def _check_weights_finite(module: torch.nn.Module, where: str) -> None:
+    """Raise when a loaded network holds NaN/Inf, naming the file and the first broken tensor."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        check_finite(tensor.detach(), f"{where} entry '{name}'", "the weights are broken; re-export or download them again")
 
 
 def _rows_for(t: torch.Tensor, n: int, k: int, what: str) -> torch.Tensor:
@@ -549,6 +595,7 @@ class SPADEPipeline(DiffusionPipeline):
         for name in _COMPONENTS:
             if getattr(pipe, name, None) is not None:
                 _own_memory(getattr(pipe, name))
+                _check_weights_finite(getattr(pipe, name), str(folder / name / WEIGHTS_NAME))
         pipe.register_to_config(_name_or_path=str(repo_id_or_dir or "embedded"))
         pipe.use_fast = use_fast
         pipe._card = read_model_card_metadata(folder)
@@ -649,10 +696,15 @@ class SPADEPipeline(DiffusionPipeline):
         for side, name in zip(size, ("height", "width")):
             if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < 1:
                 raise ValueError(f"{name} must be a positive integer, got {side!r}")
+            if side > MAX_SIDE:
+                raise ValueError(f"{name} {side} is over the limit of {MAX_SIDE} pixels per side: pass a smaller height/width")
+        size = (int(size[0]), int(size[1]))
         gen.check_size(*size)
+        _check_request_size(gen, num_images_per_segmap, *size)
         cfg = gen.config
         k = num_images_per_segmap
         labels = coerce_segmap(segmap, self.label_set, nearest_color=nearest_color, unknown=unknown)
+        _check_request_size(gen, labels.shape[0] * k, *size)
         instance = None
         if instance_map is not None:
             if not cfg.use_instance:
@@ -675,11 +727,11 @@ class SPADEPipeline(DiffusionPipeline):
             if not self.generator.config.use_vae:
                 raise ValueError(
                     "this model was trained without the VAE style encoder, so it takes no style image: drop "
-                    "style_image / --style"
+                    "style_image"
                 )
             raise ValueError(
                 "this pipeline has a VAE generator but no encoder/ folder, so it only makes random styles: drop "
-                "style_image / --style, or load a folder that includes the encoder"
+                "style_image, or load a folder that includes the encoder"
             )
         x = _style_tensor(image)
         size = self.generator.native_size
@@ -693,6 +745,7 @@ class SPADEPipeline(DiffusionPipeline):
                 mu, logvar = encoder((x * 2 - 1).to(encoder.device, encoder.dtype))
         finally:
             encoder.train(was_training)
+        check_finite(logvar, "the style encoder's output", "the encoder's weights are broken, or the image overflowed reduced precision: load the model with torch_dtype=torch.float32")
         return mu.float(), logvar.float()
 
     def _style_codes(
@@ -711,7 +764,7 @@ class SPADEPipeline(DiffusionPipeline):
             if style_image is not None or style is not None or latents is not None:
                 raise ValueError(
                     "this model was trained without the VAE style encoder, so it takes no style: drop "
-                    "style_image / style / latents (--style)"
+                    "style_image / style / latents"
                 )
             return None
         if sum(x is not None for x in (style_image, style, latents)) > 1:
@@ -722,6 +775,7 @@ class SPADEPipeline(DiffusionPipeline):
                 z = z[None]
             if z.ndim != 2 or z.shape[1] != cfg.z_dim:
                 raise ValueError(f"latents must have shape (N, {cfg.z_dim}), got {tuple(z.shape)}")
+            check_finite(z, "latents", f"pass finite numbers, e.g. torch.randn(N, {cfg.z_dim})")
             return _rows_for(z, n, k, "latents").to(device, dtype)
         mu = logvar = None
         if style_image is not None:
@@ -736,13 +790,17 @@ class SPADEPipeline(DiffusionPipeline):
                     f"style (mu, logvar) must be two tensors of shape (N, {cfg.z_dim}), got {tuple(mu.shape)} and "
                     f"{tuple(logvar.shape)}: pass what pipe.encode_style(image) returns"
                 )
+            check_finite(mu, "style mu", "pass the (mu, logvar) that pipe.encode_style(image) returns")
+            check_finite(logvar, "style logvar", "pass the (mu, logvar) that pipe.encode_style(image) returns")
         eps_device = rng.device if rng is not None else torch.device("cpu")
         eps = torch.randn((n * k, cfg.z_dim), generator=rng, device=eps_device, dtype=torch.float32)
         if mu is None:
             return eps.to(device, dtype)
         mu = _rows_for(mu, n, k, "style codes").to(device)
         logvar = _rows_for(logvar, n, k, "style codes").to(device)
-        return reparameterize(mu, logvar, eps=eps.to(device)).to(dtype)
+        z = reparameterize(mu, logvar, eps=eps.to(device)).to(dtype)
+        check_finite(z, "the style code drawn from style (mu, logvar)", "logvar is too large; pass the pair pipe.encode_style(image) returns")
+        return z
 
     def __call__(
         self,
@@ -789,6 +847,11 @@ class SPADEPipeline(DiffusionPipeline):
                 images = network(semantics, z)
         finally:
             gen.train(was_training)
+        fix = "the model's weights or inputs are broken" + (
+            "; in reduced precision it may have overflowed: load it with torch_dtype=torch.float32"
+            if gen.dtype != torch.float32 else ""
+        )
+        check_finite(images, "the generated images", fix)
         images = (images.float() / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
             result: Any = images

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from spade_core.images import check_image_size, open_image
 from spade_core.labels import LabelSet, _fmt_values
 
 __all__ = [
@@ -38,19 +39,21 @@ _ACCEPTED = (
 )
 
 
-def load_segmap_file(path: str | Path) -> Image.Image:
-    """Open a segmap image file, keeping its PIL mode (P, L, I, RGB, ...) so ids stay ids."""
+def load_segmap_file(path: str | Path, what: str = "segmap") -> Image.Image:
+    """Open a segmap image file, keeping its PIL mode (P, L, I, RGB, ...) so ids stay ids.
+
+    The pixel limit (spade_core.images) is checked from the header before decoding, so a
+    decompression bomb or a huge canvas is refused before any pixel array exists.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"segmap file not found: {path} (check the path; cwd is {Path.cwd()})")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(
-            f"cannot read segmap {path} as an image ({err}): pass a PNG/BMP/TIFF label map"
-        ) from None
+        raise FileNotFoundError(f"{what} file not found: {path} (check the path; cwd is {Path.cwd()})")
+    return open_image(path, what)
+
+
+def _check_pixels(height: int, width: int, what: str) -> None:
+    """The pixel limit for an image handed in decoded (PIL or array), before any per-pixel work."""
+    check_image_size(int(width), int(height), what=what)
 
 
 def _is_integer_dtype(x: np.ndarray | torch.Tensor) -> bool:
@@ -87,6 +90,7 @@ def _to_batched(labels: torch.Tensor, what: str) -> torch.Tensor:
 def _coerce_pil(img: Image.Image, label_set: LabelSet, mode: str, nearest_color: bool,
                 unknown: str) -> torch.Tensor:
     """One PIL image -> (1,H,W) int64 class indices, interpreted by its PIL mode or `mode`."""
+    _check_pixels(img.height, img.width, "segmap image")
     pil_mode = img.mode
     if pil_mode == "P":
         how = {"auto": "index"}.get(mode, mode)
@@ -138,6 +142,7 @@ def _coerce_array(x: np.ndarray | torch.Tensor, label_set: LabelSet, mode: str,
                 f"mode='color' needs channel-last RGB (H,W,3) or (N,H,W,3), got shape "
                 f"{tuple(x.shape)}: permute channels last (e.g. x.permute(0, 2, 3, 1))"
             )
+        _check_pixels(x.shape[-3], x.shape[-2], f"segmap {kind}")
         return label_set.colors_to_labels(x[..., :3], nearest=nearest_color).reshape(
             (-1,) + tuple(x.shape[-3:-1])
         )
@@ -146,6 +151,8 @@ def _coerce_array(x: np.ndarray | torch.Tensor, label_set: LabelSet, mode: str,
             f"segmap {kind} has shape {tuple(x.shape)} ({x.shape[1]} channels): a 4-D label map "
             f"must be (N,1,H,W); for colours pass channel-last (N,H,W,3) with mode='color'"
         )
+    if x.ndim >= 2:
+        _check_pixels(x.shape[-2], x.shape[-1], f"segmap {kind}")
     labels = _to_batched(_as_int64_tensor(x, "segmap"), f"segmap {kind}")
     if mode == "raw":
         return label_set.raw_to_labels(labels, unknown=unknown)
@@ -202,8 +209,9 @@ def coerce_instance_map(instance: Any, size: tuple[int, int] | None = None) -> t
         path = Path(instance)
         if not path.is_file():
             raise FileNotFoundError(f"instance map file not found: {path} (check the path)")
-        instance = load_segmap_file(path)
+        instance = load_segmap_file(path, "instance map")
     if isinstance(instance, Image.Image):
+        _check_pixels(instance.height, instance.width, "instance map")
         if instance.mode in ("RGB", "RGBA"):
             rgb = np.asarray(instance.convert("RGB")).astype(np.int64)
             ids = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]

@@ -11,6 +11,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from spade_core.images import check_finite
+
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 _TRUE_VALUES = {"1", "true", "yes", "on"}
 
@@ -19,7 +21,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a flat name -> tensor dict on CPU from `.safetensors` or a torch `.pth/.pt/.bin` file.
 
     Torch files are read with `weights_only=True` (never arbitrary pickles); a top-level
-    `{"state_dict": ...}` wrapper is unwrapped.
+    `{"state_dict": ...}` wrapper is unwrapped. Non-tensor entries and NaN/Inf values raise
+    ValueError naming the file and the entry.
     """
     path = Path(path)
     if not path.is_file():
@@ -62,6 +65,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 f"{path} is not a flat state dict (entry '{name}' is a {type(value).__name__}, not a tensor): "
                 "save model.state_dict() of a single network"
             )
+        check_finite(value, f"{path} entry '{name}'", "the weights are broken; re-download or re-export them")
     return dict(state)
 
 

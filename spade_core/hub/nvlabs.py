@@ -2,8 +2,9 @@
 
 Our modules keep the reference's state-dict names (weight compat requires it), so conversion is
 reading the options, building the typed networks, checking every key and shape, and saving
-them as diffusers-style folders of config.json + safetensors. This module is the only place
-that unpickles reference checkpoints, always with ``torch.load(..., weights_only=True)``.
+them as diffusers-style folders of config.json + safetensors. Reference checkpoints are
+read only through spade_core.weights.load_state_dict_file (``torch.load(..., weights_only=True)``,
+flat name -> tensor dicts, finite values).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
-from ..weights import state_dict_mismatches
+from ..weights import load_state_dict_file, state_dict_mismatches
 from ..models.presets import (
     build_from_preset,
     discriminator_kwargs,
@@ -25,6 +26,7 @@ from ..models.presets import (
     generator_kwargs,
     preset_options,
 )
+from ..models.validation import validate_reference_options
 
 _CHECKPOINTS = {"generator": "latest_net_G.pth", "encoder": "latest_net_E.pth", "discriminator": "latest_net_D.pth"}
 
@@ -68,25 +70,16 @@ def options_for(preset: str | None = None, opt_file: str | Path | None = None, *
     opts = preset_options("ade20k")
     opts.update(read_opt_file(opt_file))
     opts.update(overrides)
+    validate_reference_options(opts, str(opt_file))
     return opts
 
 
 def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a reference ``state_dict`` file safely (no arbitrary unpickling)."""
+    """Load a reference ``state_dict`` file safely through spade_core.weights (weights_only, flat, finite)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, or not a plain state dict
-        raise ValueError(
-            f"could not read {path} as a PyTorch state dict ({type(exc).__name__}): re-download the checkpoint"
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
-    return state
+        raise FileNotFoundError(f"checkpoint {path} not found: point at the folder holding latest_net_G.pth")
+    return load_state_dict_file(path)
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, limit: int = 5) -> None:

@@ -11,7 +11,7 @@ from huggingface_hub import constants
 _TRUE = {"1", "true", "yes", "on"}
 _SKIPPED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 
-__all__ = ["PushPlan", "hub_offline", "push_folder", "upload_plan"]
+__all__ = ["PushPlan", "hub_offline", "network_errors", "push_folder", "upload_plan"]
 
 
 @dataclass
@@ -33,6 +33,24 @@ class PushPlan:
 def hub_offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` is set, read now (huggingface_hub reads it once at import)."""
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that mean "the network or the Hub could not be reached" (of the HTTP stacks loaded)."""
+    import sys
+
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    requests = sys.modules.get("requests")
+    if requests is not None:
+        found += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
+    for name in ("httpx", "httpx2"):  # huggingface_hub's HTTP client, by version
+        httpx = sys.modules.get(name)
+        if httpx is not None and hasattr(httpx, "TransportError"):
+            found.append(httpx.TransportError)
+    urllib3 = sys.modules.get("urllib3")
+    if urllib3 is not None:
+        found += [urllib3.exceptions.NewConnectionError, urllib3.exceptions.MaxRetryError]
+    return tuple(found)
 
 
 def _check_repo_id(repo_id: str) -> str:
@@ -79,7 +97,7 @@ def push_folder(
     if dry_run:
         return plan
     if hub_offline():
-        raise ValueError("cannot upload in offline mode (HF_HUB_OFFLINE is set): unset it, or pass --dry-run to check the folder")
+        raise ValueError("cannot upload in offline mode (HF_HUB_OFFLINE is set): unset it, or pass dry_run=True to check the folder")
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
@@ -95,6 +113,12 @@ def push_folder(
         )
     except LocalTokenNotFoundError:
         raise ValueError("not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN") from None
+    except network_errors() as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ValueError(
+            f"could not reach the Hugging Face Hub to upload to {repo_id} ({reason}): check the network and retry, "
+            "or pass dry_run=True to check the folder without uploading"
+        ) from None
     except HfHubHTTPError as err:
         status = getattr(err.response, "status_code", None)
         if status in (401, 403):
