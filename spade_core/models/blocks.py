@@ -8,6 +8,7 @@ from torch import nn
 
 from .layers import maybe_spectral_norm
 from .normalization import SPADE
+from .patterns import LabelLayout
 
 
 class SPADEResnetBlock(nn.Module):
@@ -44,13 +45,14 @@ class SPADEResnetBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = SPADE(fin, **spade)
 
-    def shortcut(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    def shortcut(self, x: torch.Tensor, seg: torch.Tensor | LabelLayout) -> torch.Tensor:
+        """The (learned) shortcut branch."""
         if self.learned_shortcut:
             return self.conv_s(self.norm_s(x, seg))
         return x
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        """x (N,fin,H,W), seg (N,semantic_nc,H',W') -> (N,fout,H,W)."""
+    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelLayout) -> torch.Tensor:
+        """x (N,fin,H,W), seg (N,semantic_nc,H',W') or its ``LabelLayout`` -> (N,fout,H,W)."""
         x_s = self.shortcut(x, seg)
         dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
         dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))

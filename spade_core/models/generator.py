@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from torch import nn
 
 from .blocks import SPADEResnetBlock
 from .layers import PARAM_FREE_NORMS, init_weights, replaying
+from .patterns import LabelLayout
 from .validation import validate_network_config
 
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
@@ -28,12 +30,25 @@ def latent_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: str)
     return sh, sw
 
 
+@dataclass(frozen=True)
+class BlockStep:
+    """One step of the generator's block schedule: the map doubles (nearest) before ``block`` if ``upsample``."""
+
+    name: str
+    block: SPADEResnetBlock
+    upsample: bool
+
+
 class SPADEGenerator(ModelMixin, ConfigMixin):
     """The SPADE generator: a stack of SPADE residual blocks upsampling from a small latent map.
 
     The latent map is either the downsampled semantic map through a 3x3 conv (``use_vae=False``)
     or a linear projection of a style code ``z`` (``use_vae=True``). Channel widths are
     16·ngf -> ... -> ngf (-> ngf/2 with 'most' upsampling).
+
+    SPADE layers modulate per label pattern (``spade_core.models.patterns``) when the semantics
+    are an exact one-hot map; set ``pattern_spade = False`` for the dense computation (the same
+    numbers up to float summation order, forward and backward).
     """
 
     config_name = "config.json"
@@ -100,6 +115,7 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
             final_nc = nf // 2
         self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
         self.gradient_checkpointing = False
+        self.pattern_spade = True
         init_weights(self, init_type, init_gain)
 
     @property
@@ -136,7 +152,25 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
                 f"{self.native_size[0]}x{self.native_size[1]}"
             )
 
-    def _check_inputs(self, semantics: torch.Tensor, z: torch.Tensor | None) -> None:
+    def schedule(self) -> list[BlockStep]:
+        """The SPADE blocks in forward order, each with whether the map doubles right before it."""
+        more = self.config.num_upsampling_layers in ("more", "most")
+        steps = [
+            BlockStep("head_0", self.head_0, False),
+            BlockStep("G_middle_0", self.G_middle_0, True),
+            BlockStep("G_middle_1", self.G_middle_1, more),
+        ]
+        names = ["up_0", "up_1", "up_2", "up_3"] + (["up_4"] if self.config.num_upsampling_layers == "most" else [])
+        return steps + [BlockStep(name, getattr(self, name), True) for name in names]
+
+    def label_layout(self, semantics: torch.Tensor) -> LabelLayout:
+        """The ``LabelLayout`` the blocks receive (per-pattern SPADE unless ``pattern_spade`` is off)."""
+        cfg = self.config
+        n_classes = cfg.label_nc + int(cfg.contain_dontcare_label)
+        return LabelLayout(semantics, n_classes, bool(cfg.use_instance), patterns=self.pattern_spade)
+
+    def check_inputs(self, semantics: torch.Tensor, z: torch.Tensor | None = None) -> None:
+        """Raise a ValueError naming the fix if ``semantics`` / ``z`` do not fit this model."""
         if semantics.dim() != 4 or semantics.shape[1] != self.semantic_nc:
             raise ValueError(
                 f"semantics must be a one-hot map (N, {self.semantic_nc}, H, W) for this model "
@@ -150,7 +184,7 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
                 f"z must have shape (N, {self.config.z_dim}) with N = {semantics.shape[0]}, got {tuple(z.shape)}"
             )
 
-    def _block(self, block: nn.Module, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    def _block(self, block: nn.Module, x: torch.Tensor, seg: LabelLayout) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(
                 block, x, seg, use_reentrant=False, context_fn=lambda: (nullcontext(), replaying(block))
@@ -163,29 +197,19 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
         With ``use_vae`` a missing ``z`` is drawn from N(0, 1). At the native size the result is
         the reference's; other sizes (multiples of ``size_multiple``) scale the latent map.
         """
-        self._check_inputs(semantics, z)
-        seg = semantics
-        up = self.size_multiple
-        sh, sw = seg.shape[2] // up, seg.shape[3] // up
+        self.check_inputs(semantics, z)
+        layout = self.label_layout(semantics)
         if self.config.use_vae:
             if z is None:
-                z = torch.randn(seg.shape[0], self.config.z_dim, device=seg.device, dtype=seg.dtype)
+                z = torch.randn(semantics.shape[0], self.config.z_dim, device=semantics.device, dtype=semantics.dtype)
             x = self.fc(z).view(-1, 16 * self.config.ngf, self.sh, self.sw)
         else:
-            x = self.fc(F.interpolate(seg, size=(sh, sw), mode="nearest"))
-
-        x = self._block(self.head_0, x, seg)
-        x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = self._block(self.G_middle_0, x, seg)
-        if self.config.num_upsampling_layers in ("more", "most"):
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = self._block(self.G_middle_1, x, seg)
-        ups = [self.up_0, self.up_1, self.up_2, self.up_3]
-        if self.config.num_upsampling_layers == "most":
-            ups.append(self.up_4)
-        for block in ups:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = self._block(block, x, seg)
+            up = self.size_multiple
+            x = self.fc(F.interpolate(semantics, size=(semantics.shape[2] // up, semantics.shape[3] // up), mode="nearest"))
+        for step in self.schedule():
+            if step.upsample:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self._block(step.block, x, layout)
         x = self.conv_img(F.leaky_relu(x, 0.2))
         return torch.tanh(x)
 

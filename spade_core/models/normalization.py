@@ -1,4 +1,9 @@
-"""SPADE: spatially-adaptive (de)normalization (Park et al. 2019, Eq. 1)."""
+"""SPADE: spatially-adaptive (de)normalization (Park et al. 2019, Eq. 1).
+
+Given a ``LabelLayout`` (what the generator passes) instead of a plain one-hot tensor, the
+modulation runs per label pattern (``spade_core.models.patterns``): same numbers up to float
+summation order, forward and backward. The parameter-free norm always runs dense.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import param_free_norm
+from .layers import has_spectral_norm, param_free_norm
+from .patterns import LabelLayout, modulate, one_hot_table, pattern_rows, per_pixel, tap_matrix, window_rows
 
 
 class SPADE(nn.Module):
@@ -29,6 +35,7 @@ class SPADE(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"SPADE kernel_size must be odd (3 or 5), got {kernel_size}")
         self.param_free_norm = param_free_norm(param_free_norm_type, norm_nc)
+        self.kernel_size = kernel_size
         padding = kernel_size // 2
         self.mlp_shared = nn.Sequential(
             nn.Conv2d(label_nc, hidden_nc, kernel_size, padding=padding),
@@ -43,8 +50,33 @@ class SPADE(nn.Module):
         hidden = self.mlp_shared(segmap)
         return self.mlp_gamma(hidden), self.mlp_beta(hidden)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        """x (N,C,H,W) features; segmap (N,semantic_nc,H',W') one-hot at any resolution."""
+    def uses_patterns(self, layout: LabelLayout) -> bool:
+        """Whether this layer can modulate per pattern of ``layout``: its convs are plain (no
+        spectral-norm hook) and its input width matches the layout's channels."""
+        shared = self.mlp_shared[0]
+        plain = not any(has_spectral_norm(m) for m in (shared, self.mlp_gamma, self.mlp_beta))
+        biased = all(m.bias is not None for m in (shared, self.mlp_gamma, self.mlp_beta))
+        return plain and biased and shared.in_channels == layout.n_classes + int(layout.use_edge)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelLayout) -> torch.Tensor:
+        """x (N,C,H,W) features; segmap (N,semantic_nc,H',W') one-hot at any resolution, or a
+        ``LabelLayout`` of it (per-pattern modulation where the layout has few patterns)."""
         normalized = self.param_free_norm(x)
-        gamma, beta = self.modulation(segmap, x.shape[2:])
-        return normalized * (1 + gamma) + beta
+        plan = None
+        if isinstance(segmap, LabelLayout):
+            plan = segmap.plan(x.shape[2:], self.kernel_size) if self.uses_patterns(segmap) else None
+            if plan is None:
+                segmap = segmap.semantics
+        if plan is None:
+            gamma, beta = self.modulation(segmap, x.shape[2:])
+            return normalized * (1 + gamma) + beta
+        shared = self.mlp_shared[0]
+        table = one_hot_table(shared.weight, segmap.n_classes, segmap.use_edge)
+        hidden = F.relu(window_rows(plan, table, shared.bias))  # mlp_shared as a look-up
+        if plan.sparse:
+            weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
+            bias = torch.cat([self.mlp_gamma.bias + 1, self.mlp_beta.bias])  # the "1 +" of (1 + gamma)
+            return modulate(normalized, pattern_rows(plan, hidden, tap_matrix(weight), bias), plan.pattern_ids)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        hidden_map = per_pixel(hidden, plan.hidden_ids, channels_last)
+        return normalized * (1 + self.mlp_gamma(hidden_map)) + self.mlp_beta(hidden_map)

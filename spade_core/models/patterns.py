@@ -1,0 +1,308 @@
+"""Per-pattern SPADE: scale and shift computed once per distinct label window, then gathered.
+
+A SPADE layer's ``gamma`` / ``beta`` at a pixel depend only on the labels in the
+(2k-1) x (2k-1) window around it (k = SPADE kernel size; positions outside the image count as
+their own value, since both convs pad with zeros). Real layouts have few distinct windows
+("patterns"): region interiors share one. Per resolution (the label map is resized per layer),
+this module finds the distinct windows once, for every SPADE layer at that resolution:
+
+* ``mlp_shared`` over a one-hot map is a look-up: its output at a pixel is its bias plus one
+  kernel column per tap, picked by the label under that tap (``one_hot_table`` + ``window_rows``,
+  a summed ``embedding_bag``), computed once per distinct k x k window.
+* ``mlp_gamma`` / ``mlp_beta`` are linear in the hidden vectors of the window: one matmul gives
+  each distinct hidden vector's contribution per tap, a summed gather adds the taps of each
+  pattern (``pattern_rows``).
+* ``modulate`` gathers each pixel's (1 + gamma, beta) and applies them; its backward sums the
+  per-pixel gradients per pattern.
+
+All of it is plain differentiable torch (plus one autograd Function with a hand-written
+backward), so losses and gradients equal the dense computation up to float summation order.
+A resolution with too many patterns (noise-like layouts) stays dense (``PatternPlan.sparse``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# A resolution uses the pattern path when its estimated cost, in units of one dense pixel's
+# gamma/beta matmul, is below the dense path's (one unit per pixel): each distinct mlp_shared
+# window costs one unit (its per-tap products) and each distinct pattern about a third (the
+# summed gather of its taps); the margin leaves the dense path where the two are close.
+PATTERN_COST = 0.3
+SPARSE_MARGIN = 0.9
+# It also requires that the per-tap products, rows * k * k, stay within this many times the pixel
+# count (plus a fixed allowance), so that memory never grows beyond the dense path's order.
+SPARSE_MAX_MEMORY = 2.0
+SPARSE_MEMORY_ALLOWANCE = 4096
+_MAX_CODE = 2**62
+
+
+def label_keys(semantics: torch.Tensor, n_classes: int, use_edge: bool) -> torch.Tensor | None:
+    """(N, 1, H, W) float keys (class + n_classes * edge) of a one-hot map, or None if it is not one.
+
+    One-hot: every value >= 0 and, per pixel, the class channels sum to 1 with a 1 at the label
+    (the instance-edge channel, if any, is 0 or 1). Maps that need a gradient are never keyed.
+    """
+    if semantics.requires_grad or not (semantics.is_floating_point() and semantics.dim() == 4):
+        return None
+    n, _, height, width = semantics.shape
+    with torch.autocast(semantics.device.type, enabled=False):
+        classes = semantics[:, :n_classes].reshape(n, n_classes, -1).float()
+        weights = torch.stack([torch.ones(n_classes), torch.arange(n_classes, dtype=torch.float32)])
+        sums = torch.matmul(weights.to(semantics.device), classes)  # (N, 2, H*W), exact: small integers
+        labels = sums[:, 1:].round().clamp_(0, n_classes - 1).long()
+        exact = bool(classes.amin() >= 0) and bool((sums[:, 0] == 1).all())
+        if not (exact and bool((classes.gather(1, labels) == 1).all())):
+            return None
+        keys = labels.view(n, height, width)
+        if use_edge:
+            edge = semantics[:, n_classes]
+            if not bool(((edge == 0) | (edge == 1)).all()):
+                return None
+            keys = keys + n_classes * edge.long()
+    return keys[:, None].float()
+
+
+def _dense_ids(codes: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Ids 0..n-1 of the distinct values of ``codes`` (same shape) and their count n."""
+    values, inverse = torch.unique(codes.reshape(-1), return_inverse=True)
+    return inverse.view(codes.shape), values.numel()
+
+
+def _tuple_ids(columns: list[torch.Tensor], bound: int) -> tuple[torch.Tensor, int]:
+    """Ids of the distinct tuples formed elementwise by ``columns`` (values in [0, bound))."""
+    ids, n = columns[0], bound
+    for column in columns[1:]:
+        if n * bound > _MAX_CODE:
+            ids, n = _dense_ids(ids)
+        ids, n = ids * bound + column, n * bound
+    return _dense_ids(ids)
+
+
+def window_ids(grid: torch.Tensor, bound: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids of the distinct k x k windows of ``grid`` (N, H+k-1, W+k-1), values in [0, bound).
+
+    Returns ids (N, H, W) and the windows themselves (count, k*k), taps in row-major order.
+    Uniform windows (one value throughout: region interiors) take the first ids without sorting;
+    only the mixed ones are sorted.
+    """
+    n, height, width = grid.shape[0], grid.shape[1] - k + 1, grid.shape[2] - k + 1
+    r = k // 2
+    as_float = grid[:, None].float()  # exact: bound < 2**24
+    uniform = (F.max_pool2d(as_float, k, 1) == -F.max_pool2d(-as_float, k, 1))[:, 0]
+    center = grid[:, r : r + height, r : r + width]
+    present = torch.bincount(center[uniform], minlength=bound) > 0
+    uniform_values = present.nonzero()[:, 0]
+    n_uniform = uniform_values.numel()
+    uniform_id = torch.cumsum(present, 0) - 1
+    ids = uniform_id[center]
+
+    mixed = (~uniform).nonzero()  # (M, 3): batch, y, x
+    taps = torch.arange(k, device=grid.device)
+    dy, dx = taps.repeat_interleave(k), taps.repeat(k)
+    windows = grid[mixed[:, :1], mixed[:, 1:2] + dy, mixed[:, 2:3] + dx]  # (M, k*k)
+    rows = [uniform_values[:, None].expand(n_uniform, k * k)]
+    if len(mixed):
+        in_use = torch.bincount(windows.reshape(-1), minlength=bound) > 0
+        compact = torch.cumsum(in_use, 0) - 1
+        mixed_ids, n_mixed = _tuple_ids(list(compact[windows].unbind(1)), int(in_use.sum()))
+        first = torch.empty(n_mixed, dtype=torch.long, device=grid.device)
+        first.scatter_(0, mixed_ids, torch.arange(len(mixed), device=grid.device))
+        ids[mixed[:, 0], mixed[:, 1], mixed[:, 2]] = n_uniform + mixed_ids
+        rows.append(windows[first])
+    return ids.view(n, height, width), torch.cat(rows)
+
+
+@dataclass
+class PatternPlan:
+    """Look-up structure of one resolution and kernel size, shared by its SPADE layers.
+
+    "Hidden" rows are mlp_shared outputs of the distinct k x k label windows; a pattern is a
+    k x k window of hidden ids, with id ``n_hidden`` (a zero row) for positions outside the image.
+    """
+
+    shape: tuple[int, int, int]  # (N, h, w)
+    kernel_size: int
+    keys: torch.Tensor  # (N, h, w) label keys at this resolution
+    hidden_ids: torch.Tensor | None  # (N, h, w) id of each pixel's k x k label window (None: not computed)
+    key_index: torch.Tensor | None  # (n_hidden, k*k) bag indices into a one-hot table (key * k*k + tap)
+    pattern_ids: torch.Tensor | None  # (N*h*w,) id of each pixel's pattern (None: dense resolution)
+    pattern_index: torch.Tensor | None  # (n_patterns, k*k) bag indices into per-tap products
+
+    @property
+    def sparse(self) -> bool:
+        """Whether SPADE layers at this resolution run per pattern (else dense)."""
+        return self.pattern_ids is not None
+
+    @property
+    def n_patterns(self) -> int:
+        """Distinct patterns (0 for dense resolutions)."""
+        return 0 if self.pattern_index is None else self.pattern_index.shape[0]
+
+
+def make_plan(keys: torch.Tensor, size: tuple[int, int], k: int, n_keys: int, lookups: bool = True) -> PatternPlan:
+    """Plan for feature maps of ``size``; ``keys`` (N,1,H,W) float label keys at full resolution
+    (``n_keys - 1`` is reserved for "outside the image").
+
+    The keys are resized as SPADE resizes its segmap (legacy nearest). Without ``lookups`` (the
+    caller runs mlp_shared as a conv on dense resolutions), a resolution whose windows are nearly
+    all mixed goes dense at once, skipping the sorting.
+    """
+    keys = F.interpolate(keys, size=tuple(size), mode="nearest")[:, 0].long()  # (N, h, w)
+    shape = tuple(keys.shape)
+    r = k // 2
+    taps = torch.arange(k * k, device=keys.device)
+    grid = F.pad(keys, (r, r, r, r), value=n_keys - 1)
+    if not lookups:
+        as_float = grid[:, None].float()
+        mixed = int((F.max_pool2d(as_float, k, 1) != -F.max_pool2d(-as_float, k, 1)).sum())
+        if mixed > SPARSE_MARGIN * keys.numel():
+            return PatternPlan(shape, k, keys, None, None, None, None)
+    hidden_ids, key_windows = window_ids(grid, n_keys, k)
+    n_hidden = key_windows.shape[0]
+    key_index = key_windows * (k * k) + taps
+    pixels = hidden_ids.numel()
+    rows = n_hidden + 1
+    sparse = rows <= SPARSE_MARGIN * pixels and pixels + rows < 2**24
+    sparse = sparse and rows * k * k <= SPARSE_MAX_MEMORY * pixels + SPARSE_MEMORY_ALLOWANCE
+    if sparse:
+        hidden_grid = F.pad(hidden_ids, (r, r, r, r), value=n_hidden)
+        pattern_ids, hidden_windows = window_ids(hidden_grid, rows, k)
+        sparse = rows + PATTERN_COST * hidden_windows.shape[0] <= SPARSE_MARGIN * pixels
+    if not sparse:
+        return PatternPlan(shape, k, keys, hidden_ids, key_index, None, None)
+    pattern_index = hidden_windows * (k * k) + taps  # per-tap products: row id * k*k + tap
+    return PatternPlan(shape, k, keys, hidden_ids, key_index, pattern_ids.reshape(-1), pattern_index)
+
+
+class LabelLayout:
+    """What a generator passes to its blocks: the one-hot ``semantics`` plus, when they are an
+    exact one-hot map, their label keys and a cache of ``PatternPlan`` per resolution.
+
+    Blocks and SPADE layers also accept a plain tensor (always dense).
+    """
+
+    def __init__(self, semantics: torch.Tensor, n_classes: int, use_edge: bool, patterns: bool = True) -> None:
+        self.semantics = semantics
+        self.n_classes, self.use_edge = n_classes, use_edge
+        self.n_keys = n_classes * (2 if use_edge else 1) + 1
+        self.keys = label_keys(semantics, n_classes, use_edge) if patterns else None
+        self._plans: dict[tuple[int, int, int], PatternPlan] = {}
+
+    def plan(self, size: tuple[int, int], k: int) -> PatternPlan | None:
+        """The plan for maps of ``size`` and SPADE kernel ``k`` (None: not a one-hot map)."""
+        if self.keys is None:
+            return None
+        key = (int(size[0]), int(size[1]), int(k))
+        if key not in self._plans:
+            with torch.no_grad():
+                self._plans[key] = make_plan(self.keys, key[:2], k, self.n_keys)
+        return self._plans[key]
+
+
+def one_hot_table(weight: torch.Tensor, n_classes: int, use_edge: bool) -> torch.Tensor:
+    """Conv weight over a one-hot map (out, semantic_nc, k, k) -> look-up rows (n_keys * k*k, out),
+    row key * k*k + tap. Key = class + n_classes * edge; the last key (outside) has zero rows.
+
+    Differentiable: the look-up's gradient reaches ``weight``.
+    """
+    taps = weight.flatten(2).permute(1, 2, 0)  # (semantic_nc, k*k, out)
+    table = taps[:n_classes]
+    if use_edge:
+        table = torch.cat([table, table + taps[n_classes]])
+    table = torch.cat([table, torch.zeros_like(taps[:1])])
+    return table.reshape(-1, weight.shape[0])
+
+
+def window_rows(plan: PatternPlan, table: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A conv over the one-hot map, once per distinct k x k window: (n_hidden, out)."""
+    rows = F.embedding_bag(plan.key_index, table, mode="sum")
+    return rows if bias is None else rows + bias
+
+
+def per_pixel(rows: torch.Tensor, ids: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """Rows (count, C) gathered at ``ids`` (N, h, w) -> (N, C, h, w), NCHW-contiguous unless ``channels_last``."""
+    n, h, w = ids.shape
+    if channels_last:
+        return F.embedding(ids, rows).permute(0, 3, 1, 2)
+    columns = rows.t().contiguous().index_select(1, ids.reshape(-1))  # (C, N*h*w)
+    return columns.view(-1, n, h, w).transpose(0, 1).contiguous()
+
+
+def tap_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """Conv weight (out, hidden, k, k) -> (hidden, k*k * out): row h holds every tap's column."""
+    taps = weight.flatten(2).permute(1, 2, 0)  # (hidden, k*k, out)
+    return taps.reshape(taps.shape[0], -1)
+
+
+def pattern_rows(plan: PatternPlan, hidden: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A conv (``tap_matrix`` ``taps``, ``bias``) over the hidden map, once per pattern: (n_patterns, out).
+
+    ``hidden`` (n_hidden, hidden_nc) rows per distinct window; a zero row is added for outside.
+    """
+    hidden = torch.cat([hidden, hidden.new_zeros(1, hidden.shape[1])])
+    out = bias.shape[0]
+    per_tap = torch.mm(hidden, taps).reshape(-1, out).to(bias.dtype)  # autocast: taps summed at bias precision
+    return F.embedding_bag(plan.pattern_index, per_tap, mode="sum") + bias
+
+
+def _gather(table: torch.Tensor, ids: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Rows ``ids`` of ``table`` (P, D) as (N, D, h, w) in ``like``'s memory format."""
+    n, _, h, w = like.shape
+    if _channels_last(like):
+        return table.index_select(0, ids).view(n, h, w, -1).permute(0, 3, 1, 2)
+    return table.t().contiguous().index_select(1, ids).view(-1, n, h, w).transpose(0, 1)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class _Modulate(torch.autograd.Function):
+    """``normalized * scale[ids] + shift[ids]`` with (scale | shift) = ``table`` (P, 2C).
+
+    Saves only ``normalized`` and the small table (no per-pixel scale/shift); the backward
+    re-gathers the scale and sums the per-pixel gradients of each pattern.
+    """
+
+    @staticmethod
+    def forward(ctx, normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(normalized.dtype, table.dtype)
+        c = normalized.shape[1]
+        rows = _gather(table.to(dtype), ids, normalized)
+        out = torch.empty_like(normalized, dtype=dtype)
+        torch.addcmul(rows[:, c:], normalized, rows[:, :c], out=out)
+        ctx.save_for_backward(normalized, table, ids)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        normalized, table, ids = ctx.saved_tensors
+        c = normalized.shape[1]
+        dtype = torch.promote_types(normalized.dtype, table.dtype)
+        grad = grad.to(dtype)
+        grad_normalized = grad_table = None
+        if ctx.needs_input_grad[0]:
+            scale = _gather(table[:, :c].to(dtype), ids, normalized)
+            grad_normalized = (grad * scale).to(normalized.dtype)
+        if ctx.needs_input_grad[1]:
+            d_scale = grad * normalized
+            if _channels_last(normalized):
+                grad_table = table.new_zeros(table.shape, dtype=dtype)
+                grad_table[:, :c].index_add_(0, ids, d_scale.permute(0, 2, 3, 1).reshape(-1, c))
+                grad_table[:, c:].index_add_(0, ids, grad.permute(0, 2, 3, 1).reshape(-1, c))
+            else:
+                columns = torch.zeros(2 * c, table.shape[0], dtype=dtype, device=table.device)
+                columns[:c].index_add_(1, ids, d_scale.transpose(0, 1).reshape(c, -1))
+                columns[c:].index_add_(1, ids, grad.transpose(0, 1).reshape(c, -1))
+                grad_table = columns.t()
+            grad_table = grad_table.to(table.dtype)
+        return grad_normalized, grad_table, None
+
+
+def modulate(normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Per-pixel ``normalized * scale + shift`` with (scale | shift) = rows ``ids`` (N*h*w,) of ``table`` (P, 2C)."""
+    return _Modulate.apply(normalized, table, ids)

@@ -1,0 +1,208 @@
+"""Per-pattern SPADE (spade_core.models.patterns) gives the dense path's losses and gradients.
+
+A generator step and a discriminator step run twice from identical copies, once per pattern and
+once dense (``pattern_spade = False``): every loss, every parameter gradient and every buffer
+afterwards (batch-norm statistics, spectral-norm vectors) must agree within 1e-4 of the tensor's
+largest absolute value (float32). Gradients that are zero in exact arithmetic (biases followed by
+a batch norm) are pure rounding noise: there the pattern path must be no further from a float64
+run than 4x the dense float32 path is (plus 1e-4 of the float64 tensor's scale). bf16 autocast forwards agree within 2e-2 of the output scale
+(both paths round to bf16 at different points).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from spade_core.models import MultiscaleDiscriminator, SPADEGenerator
+from spade_core.models.patterns import LabelLayout, make_plan, modulate
+from spade_core.segmap import one_hot_semantics
+from spade_core.train.steps import LossSettings, discriminator_losses, generator_losses
+
+DATA = Path(__file__).resolve().parent / "data" / "coco_stuff_sample"
+LABELS = sorted((DATA / "train_label").glob("*.png"))
+REL = 1e-4
+SIZE = (64, 64)
+
+
+def _resize(array: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(array.astype(np.int64))[None, None].float()
+    return F.interpolate(t, size=SIZE, mode="nearest")[0, 0].long()
+
+
+def _real(g: SPADEGenerator, count: int = 2, offset: int = 0) -> torch.Tensor:
+    """COCO-Stuff sample layouts (255 -> don't-care) with their instance edges, at SIZE."""
+    labels, instances = [], []
+    for path in LABELS[offset : offset + count]:
+        raw = np.array(Image.open(path))
+        labels.append(_resize(np.where(raw == 255, g.config.label_nc, raw % g.config.label_nc)))
+        instances.append(_resize(np.array(Image.open(DATA / "train_inst" / path.name))))
+    cfg = g.config
+    return one_hot_semantics(torch.stack(labels), cfg.label_nc, True, cfg.use_instance, torch.stack(instances))
+
+
+def _noise(g: SPADEGenerator) -> torch.Tensor:
+    labels = torch.randint(0, g.config.label_nc + 1, (2, *SIZE), generator=torch.Generator().manual_seed(3))
+    return one_hot_semantics(labels, g.config.label_nc, True, g.config.use_instance)
+
+
+def _nets(**overrides) -> tuple[SPADEGenerator, MultiscaleDiscriminator]:
+    torch.manual_seed(0)
+    g = SPADEGenerator.from_preset("coco", **{"crop_size": SIZE[0], "ngf": 8, "spade_hidden_nc": 32, **overrides})
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.1)  # non-zero biases: the "outside the image" rows matter
+    d = MultiscaleDiscriminator.from_preset("coco", ndf=8, n_layers_D=3)
+    return g, d
+
+
+def _steps(g, d, sem, image, pattern: bool, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """Losses, gradients (after each step) and the state after a G step then a D step."""
+    g.pattern_spade = pattern
+    if channels_last:
+        g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
+        sem, image = sem.contiguous(memory_format=torch.channels_last), image.contiguous(memory_format=torch.channels_last)
+    out: dict[str, torch.Tensor] = {}
+    settings = LossSettings()
+    losses, fake = generator_losses(g, d, None, sem, image, settings)
+    sum(losses.values()).backward()
+    out.update({f"G.{k}": v.detach() for k, v in losses.items()})
+    out["fake"] = fake.detach()
+    out.update({f"gstep.grad.{n}": p.grad.clone() for n, p in [*g.named_parameters(), *d.named_parameters()]})
+    for p in [*g.parameters(), *d.parameters()]:
+        p.grad = None
+    losses, _ = discriminator_losses(g, d, None, sem, image, settings)
+    (losses["D_Fake"] + losses["D_real"]).backward()
+    out.update({f"D.{k}": v.detach() for k, v in losses.items()})
+    out.update({f"dstep.grad.{n}": p.grad.clone() for n, p in d.named_parameters()})
+    out.update({f"state.G.{k}": v.clone() for k, v in g.state_dict().items()})
+    out.update({f"state.D.{k}": v.clone() for k, v in d.state_dict().items()})
+    return out
+
+
+def _assert_same(got: dict, expected: dict, exact: dict, rel: float = REL) -> None:
+    assert got.keys() == expected.keys()
+    for key, want in expected.items():
+        have = got[key]
+        if not want.is_floating_point():
+            assert torch.equal(have, want), key
+            continue
+        scale = want.abs().max().item()
+        error = (have.float() - want.float()).abs().max().item()
+        if error <= rel * scale:
+            continue
+        truth = exact[key]
+        dense_error = (want.double() - truth).abs().max().item()
+        pattern_error = (have.double() - truth).abs().max().item()
+        bound = 4 * dense_error + rel * truth.abs().max().item()
+        assert pattern_error <= bound, f"{key}: error {error:.3g} vs scale {scale:.3g}; vs float64 {pattern_error:.3g} > {bound:.3g}"
+
+
+def _compare(sem_fn, train: bool = True, checkpointing: bool = False, channels_last: bool = False, **overrides):
+    g, d = _nets(**overrides)
+    sem = sem_fn(g)
+    image = torch.rand(sem.shape[0], 3, *SIZE, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    if checkpointing:
+        g.enable_gradient_checkpointing()
+    g.train(train)
+    runs = {}
+    for pattern in (False, True):
+        runs[pattern] = _steps(copy.deepcopy(g), copy.deepcopy(d), sem, image, pattern, channels_last)
+    exact = _steps(copy.deepcopy(g).double(), copy.deepcopy(d).double(), sem.double(), image.double(), False)
+    _assert_same(runs[True], runs[False], exact)
+    return g, sem
+
+
+def test_real_layouts_train_mode_take_the_pattern_path_and_match():
+    g, sem = _compare(_real)
+    layout = g.label_layout(sem)
+    assert layout.plan(SIZE, 3).sparse and layout.plan((32, 32), 3).sparse  # the large maps run per pattern
+
+
+def test_noise_falls_back_to_dense_and_matches():
+    g, sem = _compare(_noise)
+    layout = g.label_layout(sem)
+    assert layout.keys is not None and not layout.plan(SIZE, 3).sparse
+
+
+def test_eval_mode_matches():
+    _compare(lambda g: _real(g, offset=2), train=False)
+
+
+def test_gradient_checkpointing_matches():
+    _compare(lambda g: _real(g, offset=4), checkpointing=True)
+
+
+def test_channels_last_matches():
+    _compare(lambda g: _real(g, offset=6), channels_last=True)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_other_norms_and_kernel_5(norm):
+    _compare(lambda g: _real(g, offset=1), param_free_norm=norm, spade_kernel_size=5, spectral_norm=False)
+
+
+def test_bf16_autocast_forward_as_close_to_float32_as_dense():
+    g, _ = _nets()
+    sem = _real(g, 2, offset=3)
+    g.pattern_spade = False
+    reference = g(sem)
+    reference.sum().backward()
+    reference = reference.detach()
+    reference_grad = g.head_0.norm_0.mlp_gamma.weight.grad.clone()
+    errors = {}
+    for pattern in (False, True):
+        g.zero_grad(set_to_none=True)
+        g.pattern_spade = pattern
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = g(sem)
+        out.float().sum().backward()
+        grad = g.head_0.norm_0.mlp_gamma.weight.grad
+        errors[pattern] = ((out.float() - reference).abs().max().item(), (grad - reference_grad).abs().max().item())
+    scale, grad_scale = reference.abs().max().item(), reference_grad.abs().max().item()
+    assert errors[True][0] <= 2 * errors[False][0] + 1e-2 * scale, errors
+    assert errors[True][1] <= 2 * errors[False][1] + 1e-2 * grad_scale, errors
+
+
+def test_soft_or_differentiable_semantics_stay_dense():
+    g, _ = _nets()
+    sem = _real(g, 1)
+    assert g.label_layout(sem).keys is not None
+    assert g.label_layout(0.9 * sem + 0.1 / sem.shape[1]).keys is None
+    assert g.label_layout(sem.clone().requires_grad_()).keys is None
+    g.pattern_spade = False
+    assert g.label_layout(sem).keys is None
+
+
+def test_modulate_backward_equals_autograd_of_gather():
+    torch.manual_seed(1)
+    normalized = torch.randn(2, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(9, 10, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 9, (2 * 6 * 7,))
+    torch.autograd.gradcheck(lambda x, t: modulate(x, t, ids), (normalized, table))
+    cl = normalized.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.autograd.gradcheck(lambda x, t: modulate(x, t, ids), (cl, table))
+
+
+def test_plan_patterns_are_exact_windows():
+    # every pixel's pattern id identifies its 5x5 window of keys (outside the image included)
+    keys = torch.ones(1, 1, 24, 24)
+    keys[..., :6, :6] = torch.randint(0, 3, (6, 6)).float()
+    keys[..., 12:, 10:] = 2
+    plan = make_plan(keys, (24, 24), 3, 4)
+    assert plan.sparse
+    grid = F.pad(keys[:, 0].long(), (2, 2, 2, 2), value=3)
+    windows = grid.unfold(1, 5, 1).unfold(2, 5, 1).reshape(576, 25)
+    ids = plan.pattern_ids
+    for pattern in ids.unique():
+        members = windows[ids == pattern]
+        assert (members == members[0]).all()
+    assert ids.unique().numel() == windows.unique(dim=0).shape[0]
+    assert isinstance(LabelLayout(torch.zeros(1, 4, 4, 4), 3, True).keys, type(None))
