@@ -5,7 +5,8 @@ with ComfyUI's requirements and this repo's requirements.txt installed) are set.
 `../shared/tools/comfyui/run_workflow.py` (or COMFYUI_RUNNER): it starts ComfyUI headless on
 loopback with this repository as a node pack, writing nothing into the ComfyUI tree. Tiny
 pipelines go under models/spade, the example inputs into input/, and the shipped API workflows
-run pointed at them.
+run pointed at them. Hostile inputs (paths out of input/ and models/spade, a local folder as
+hub_repo_id, a decompression-bomb PNG) must be refused with one-line node errors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import copy
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,15 +67,23 @@ def _save_tiny_pipelines(folder: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return _save_tiny_pipelines(tmp_path_factory.mktemp("spade_models"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path]) -> Any:
     harness = _runner()
-    models = _save_tiny_pipelines(tmp_path_factory.mktemp("spade_models"))
     srv = harness.ComfyServer(COMFYUI_DIR, COMFYUI_PYTHON, [str(ROOT)], no_tree_writes=True,
                               log_path=str(tmp_path_factory.mktemp("comfy_log") / "server.log"))
-    for path in models.values():
+    for path in tiny_models.values():
         srv.add_model_file("spade", str(path))
     for path in sorted((EXAMPLES / "input").iterdir()):
         srv.add_input_file(str(path))
+    hostile = tmp_path_factory.mktemp("hostile")
+    Image.new("L", (9000, 9000)).save(hostile / "bomb.png")  # 81 Mpx in a file of ~80 KB
+    srv.add_input_file(str(hostile / "bomb.png"))
+    (srv.input_dir() / "escape.png").symlink_to(EXAMPLES / "input" / "spade_landscape_segmap.png")
     with srv:
         yield srv
 
@@ -161,3 +171,53 @@ def test_shipped_workflow_uses_the_embedded_default(server: Any, tmp_path: Path)
         assert "embedded" in error["exception_message"] and "\n" not in error["exception_message"].strip()
         return
     assert len(_images(server, result, workflow, "SaveImage", tmp_path)) == 2
+
+
+def _refused_when_queued(server: Any, workflow: dict[str, Any], node_type: str, *words: str) -> str:
+    """The prompt is rejected at /prompt (HTTP 400) by `node_type`'s validation, with messages holding `words`.
+
+    ComfyUI repeats a node's validation message once per input that validate_inputs names.
+    """
+    result = server.run_prompt(workflow, timeout=600)
+    assert result["stage"] == "validation", result
+    messages = [m for m in result["messages"] if f"({node_type})" in m]
+    assert messages and all(w in m for m in messages for w in words), result["messages"]
+    return messages[0]
+
+
+@pytest.mark.parametrize("name, why", [("/etc/passwd", "absolute path"), ("../../x.png", "'..'"),
+                                       ("escape.png", "link that leads out")])
+def test_segmap_paths_outside_the_input_folder_are_refused(server: Any, name: str, why: str) -> None:
+    workflow = _workflow("spade_segmap_to_image_api.json", "tiny_vae/", SPADELoadSegmap={"image": name})
+    _refused_when_queued(server, workflow, "SPADELoadSegmap", why, "input folder")
+
+
+def test_models_outside_models_spade_are_refused(server: Any, tiny_models: dict[str, Path]) -> None:
+    escaping = _workflow("spade_segmap_to_image_api.json", "../tiny_vae/")
+    _refused_when_queued(server, escaping, "SPADEModelLoader", "'..'", "models/spade")
+    local = _workflow("spade_segmap_to_image_api.json", "hub repo id",
+                      SPADEModelLoader={"hub_repo_id": str(tiny_models["tiny_vae"])})
+    _refused_when_queued(server, local, "SPADEModelLoader", "local path", "under models/spade/")
+
+
+def test_decompression_bomb_segmap_is_one_line_error(server: Any) -> None:
+    workflow = _workflow("spade_segmap_to_image_api.json", "tiny_vae/", SPADELoadSegmap={"image": "bomb.png"})
+    result = server.run_prompt(workflow, timeout=600)
+    (error,) = result["errors"]
+    assert error["node_type"] == "SPADELoadSegmap" and error["exception_type"] == "ValueError"
+    message = error["exception_message"].strip()
+    assert "'bomb.png'" in message and "9000x9000" in message and "\n" not in message
+    assert str(server.input_dir()) not in message
+
+
+def test_harness_command_line_refuses_a_hostile_segmap(tmp_path: Path) -> None:
+    """The documented command: the runner's --set points the segmap at /etc/passwd, --expect-error wants the refusal."""
+    if not RUNNER.is_file():
+        pytest.skip(f"ComfyUI harness not found at {RUNNER}: set COMFYUI_RUNNER")
+    command = [sys.executable, str(RUNNER), "--comfy-dir", COMFYUI_DIR, "--python", COMFYUI_PYTHON,
+               "--node-pack", str(ROOT), "--no-tree-writes", "--input", str(EXAMPLES / "input" / "spade_landscape_segmap.png"),
+               "--workflow", str(EXAMPLES / "spade_segmap_to_image_api.json"), "--set", "2.image=/etc/passwd",
+               "--expect-error", "is an absolute path, which the SPADE nodes refuse", "--output-dir", str(tmp_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "expected error seen" in run.stdout + run.stderr
