@@ -201,11 +201,11 @@ def progress_bar(total: int) -> Any:
 
 
 def input_images() -> list[str]:
-    """Image files in ComfyUI's input folder, for the upload combo (empty outside ComfyUI)."""
+    """Image files in ComfyUI's input folder (links leading out left off), for the upload combo (empty outside ComfyUI)."""
     if folder_paths is None:
         return []
     root = folder_paths.get_input_directory()
-    files = [f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f))]
+    files = [f for f in os.listdir(root) if os.path.isfile(os.path.join(root, f)) and _inside(os.path.join(root, f), root)]
     return sorted(folder_paths.filter_files_content_types(files, ["image"]))
 
 

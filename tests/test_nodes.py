@@ -387,6 +387,7 @@ def test_load_segmap_refuses_a_link_leading_out_of_the_input_folder(comfy_dirs, 
     Image.fromarray(_bands(), mode="L").save(secret)
     (comfy_dirs.inputs / "link.png").symlink_to(secret)
     (comfy_dirs.inputs / "linkdir").symlink_to(comfy_dirs.inputs.parent, target_is_directory=True)
+    assert _comfy.input_images() == []  # not offered in the list either
     for name in ("link.png", "linkdir/secret.png"):
         assert "link that leads out" in _refused(SPADELoadSegmap, "copy the file", image=name)
         with pytest.raises(ValueError) as err:
