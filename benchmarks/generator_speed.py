@@ -1,4 +1,7 @@
-"""Generator inference speed: plain ``SPADEGenerator`` vs ``spade_core.fast.optimize_generator``.
+"""Generator inference speed: dense SPADE vs per-pattern SPADE vs ``spade_core.fast.optimize_generator``.
+
+"dense" is ``SPADEGenerator`` with ``pattern_spade = False`` (the reference's computation),
+"pattern" the generator's default (per-pattern SPADE), "fast" the inference-only module.
 
 For each preset (random weights with realistic magnitudes) and each layout (real COCO-Stuff label
 maps from ``tests/data/coco_stuff_sample`` mapped to the preset's labels, and uniform random
@@ -33,7 +36,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spade_core import winograd  # noqa: E402
 from spade_core.fast import optimize_generator  # noqa: E402
 from spade_core.models import SPADEGenerator  # noqa: E402
 from spade_core.segmap import one_hot_semantics  # noqa: E402
@@ -76,8 +78,10 @@ def forward_flops(generator: torch.nn.Module, semantics: torch.Tensor, z: torch.
             total += 2.0 * output.numel() * module.in_features
 
     hooks = [m.register_forward_hook(count) for m in generator.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    pattern, generator.pattern_spade = generator.pattern_spade, False  # count the dense computation
     with torch.no_grad():
         generator(semantics, z)
+    generator.pattern_spade = pattern
     for hook in hooks:
         hook.remove()
     return total
@@ -110,9 +114,7 @@ def peak_memory_mb(run, device: torch.device) -> float:
 
 def held_mb(fast: torch.nn.Module) -> float:
     """Memory the fast module keeps between calls: its folded weights and reused buffers."""
-    plain = {id(t) for t in fast.generator.state_dict().values()}
-    weights = sum(b.numel() * b.element_size() for b in fast.buffers() if id(b) not in plain)
-    return (weights + fast._workspace.nbytes() + winograd._WORKSPACE.nbytes()) / 2**20
+    return fast.held_bytes() / 2**20
 
 
 def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -213,13 +215,15 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
     exact = copy.deepcopy(generator).double() if args.truth else None
     generator = generator.to(device=device, dtype=dtype)
     fast = optimize_generator(generator)
+    dense = copy.deepcopy(generator)
+    dense.pattern_spade = False
     z_dim = generator.config.z_dim
     rows = []
     for name, semantics in cases.items():
         semantics = semantics.to(device=device, dtype=dtype)
         z = torch.randn(args.batch, z_dim, device=device, dtype=dtype) if generator.config.use_vae else None
         with torch.no_grad():
-            plain_out = generator(semantics, z)
+            plain_out = dense(semantics, z)
             fast_out = fast(semantics, z)
             diff = (plain_out.float() - fast_out.float()).abs().max().item()
             plain_error = fast_error = float("nan")
@@ -227,13 +231,13 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
                 truth = exact(semantics.cpu().double(), None if z is None else z.cpu().double())
                 plain_error = (plain_out.cpu().double() - truth).abs().max().item()
                 fast_error = (fast_out.cpu().double() - truth).abs().max().item()
-            plain_times, fast_times = [], []
+            times: dict[str, list[float]] = {"plain": [], "pattern": [], "fast": []}
             for r in range(args.repeats):  # alternate, and alternate who goes first
-                order = [("plain", generator), ("fast", fast)]
+                order = [("plain", dense), ("pattern", generator), ("fast", fast)]
                 for label, module in order if r % 2 == 0 else order[::-1]:
-                    t = timed(partial(module, semantics, z), device) / args.batch
-                    (plain_times if label == "plain" else fast_times).append(t)
-            plain_mem = peak_memory_mb(partial(generator, semantics, z), device)
+                    times[label].append(timed(partial(module, semantics, z), device) / args.batch)
+            plain_times, fast_times = times["plain"], times["fast"]
+            plain_mem = peak_memory_mb(partial(dense, semantics, z), device)
             fast_mem = peak_memory_mb(partial(fast, semantics, z), device)
             held = held_mb(fast)
         plain_s, fast_s = statistics.median(plain_times), statistics.median(fast_times)
@@ -243,6 +247,8 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
             "size": f"{size[0]}x{size[1]}",
             "plain_s": plain_s,
             "plain_range": [min(plain_times), max(plain_times)],
+            "pattern_s": statistics.median(times["pattern"]),
+            "pattern_speedup": plain_s / statistics.median(times["pattern"]),
             "fast_s": fast_s,
             "fast_range": [min(fast_times), max(fast_times)],
             "speedup": plain_s / fast_s,
@@ -259,7 +265,8 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
         }
         rows.append(row)
         print(
-            f"  {preset} {name}: plain {plain_s:.3f}s fast {fast_s:.3f}s x{row['speedup']:.2f} diff {diff:.1e} "
+            f"  {preset} {name}: dense {plain_s:.3f}s pattern {row['pattern_s']:.3f}s (x{row['pattern_speedup']:.2f}) "
+            f"fast {fast_s:.3f}s x{row['speedup']:.2f} diff {diff:.1e} "
             f"(vs float64: plain {plain_error:.1e}, fast {fast_error:.1e})",
             flush=True,
         )
@@ -268,7 +275,7 @@ def bench_preset(preset: str, args: argparse.Namespace, device: torch.device, dt
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| preset | layout | size | plain s/img (min-max) | fast s/img (min-max) | speed-up | max abs diff "
+        "| preset | layout | size | dense s/img (min-max) | pattern s/img (speed-up) | fast s/img (min-max) | fast speed-up | max abs diff "
         "| error vs float64 plain / fast | peak MB plain / fast (+ held) | GFLOP | GFLOP/s plain / fast (effective) / probe |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -276,6 +283,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['preset']} | {r['layout']} | {r['size']} "
             f"| {r['plain_s']:.3f} ({r['plain_range'][0]:.2f}-{r['plain_range'][1]:.2f}) "
+            f"| {r['pattern_s']:.3f} ({r['pattern_speedup']:.2f}x) "
             f"| {r['fast_s']:.3f} ({r['fast_range'][0]:.2f}-{r['fast_range'][1]:.2f}) "
             f"| {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} "
             f"| {r['plain_error_vs_float64']:.1e} / {r['fast_error_vs_float64']:.1e} "

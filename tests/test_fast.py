@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from spade_core.fast import FastSPADEGenerator, _make_plan, optimize_generator
+from spade_core.fast import FastSPADEGenerator, optimize_generator
 from spade_core.hub.nvlabs import convert_nvlabs_checkpoint
 from spade_core.models import SPADEGenerator
 from spade_core.segmap import one_hot_semantics
-from spade_core.workspace import Workspace
 
 TESTS = Path(__file__).resolve().parent
 NVLABS = TESTS / "fixtures" / "nvlabs"
@@ -182,11 +181,8 @@ def test_every_pixel_different_falls_back_to_dense_and_matches(label_nc):
     _compare(generator, sem)
     fast = optimize_generator(generator)
     assert fast.needs_lookups == (label_nc == 182)
-    keys = fast._keys(sem)
-    plan = _make_plan(keys, (64, 64), 3, fast.n_keys, Workspace(), fast.needs_lookups)
-    assert plan.pattern_ids is None  # dense fallback
-    real_keys = fast._keys(_coco_layouts(generator, (64, 64), 1))
-    assert _make_plan(real_keys, (64, 64), 3, fast.n_keys, Workspace()).pattern_ids is not None  # pattern path
+    assert not fast.layout(sem).plan((64, 64), 3).sparse  # dense fallback
+    assert fast.layout(_coco_layouts(generator, (64, 64), 1)).plan((64, 64), 3).sparse  # pattern path
 
 
 def test_concurrent_calls_from_threads_keep_their_own_buffers():
@@ -232,7 +228,7 @@ def test_not_one_hot_input_uses_the_plain_path():
     sem = _coco_layouts(generator, (64, 64), 1)
     soft = 0.9 * sem + 0.1 / sem.shape[1]
     fast = optimize_generator(generator)
-    assert fast._keys(soft) is None
+    assert fast.layout(soft).keys is None
     with torch.no_grad():
         assert torch.equal(fast(soft), generator(soft))
 
@@ -291,3 +287,26 @@ def test_reference_fixtures_through_the_fast_path(case):
     with torch.no_grad():
         got = fast(sem, expected.get("z"))
     torch.testing.assert_close(got, expected["fake_image"], atol=ATOL, rtol=ATOL)
+
+
+def test_fast_package_reads_no_private_members_of_other_objects():
+    # issue 15: the fast path follows the generator's public schedule(), check_inputs() and
+    # patterns module; it reads no private attribute of another object (nor tensor._version)
+    import ast
+
+    offenders = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "spade_core" / "fast").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    offenders.append(f"{path.name}:{node.lineno} .{node.attr}")
+    assert offenders == []
+
+
+def test_blocks_follow_the_generators_schedule():
+    generator = SPADEGenerator.from_preset("ade20k", ngf=2, crop_size=128, label_nc=5, num_upsampling_layers="most")
+    fast = optimize_generator(generator)
+    steps = generator.schedule()
+    assert list(fast.blocks) == [s.name for s in steps]
+    assert [fast.upsample_before[s.name] for s in steps] == [s.upsample for s in steps]
+    assert [s.upsample for s in steps] == [False, True, True, True, True, True, True, True]

@@ -12,7 +12,7 @@ LAYERS = [
     ("spade_core.registry", "spade_core.devices", "spade_core.labels", "spade_core.segmap", "spade_core.weights", "spade_core.images"),
     ("spade_core.data",),
     ("spade_core.models",),
-    ("spade_core.fast", "spade_core.winograd", "spade_core.workspace", "spade_core.losses"),
+    ("spade_core.fast", "spade_core.losses"),
     ("spade_core.eval",),
     ("spade_core.train",),
     ("spade_core.hub",),

@@ -1,4 +1,4 @@
-"""spade_core.winograd: F(2x2, 3x3) convolution equals F.conv2d (to float32 rounding), and the
+"""spade_core.fast.winograd: F(2x2, 3x3) convolution equals F.conv2d (to float32 rounding), and the
 fast generator's Winograd-stored convs keep working in every dtype."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spade_core.fast import _Conv, _use_winograd
-from spade_core.winograd import direct_weight, winograd_conv3x3, winograd_weight
-from spade_core.workspace import Workspace
+from spade_core.fast.generator import _Conv, _use_winograd
+from spade_core.fast.winograd import direct_weight, winograd_conv3x3, winograd_weight
+from spade_core.fast.workspace import Workspace
 
 
 def _case(n: int, cin: int, cout: int, h: int, w: int, seed: int = 0):

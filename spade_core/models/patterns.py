@@ -180,13 +180,16 @@ def make_plan(keys: torch.Tensor, size: tuple[int, int], k: int, n_keys: int, lo
 
 class LabelLayout:
     """What a generator passes to its blocks: the one-hot ``semantics`` plus, when they are an
-    exact one-hot map, their label keys and a cache of ``PatternPlan`` per resolution.
+    exact one-hot map, their label keys and a cache of ``PatternPlan`` per resolution
+    (``lookups=False``: see ``make_plan``).
 
     Blocks and SPADE layers also accept a plain tensor (always dense).
     """
 
-    def __init__(self, semantics: torch.Tensor, n_classes: int, use_edge: bool, patterns: bool = True) -> None:
-        self.semantics = semantics
+    def __init__(
+        self, semantics: torch.Tensor, n_classes: int, use_edge: bool, patterns: bool = True, lookups: bool = True
+    ) -> None:
+        self.semantics, self.lookups = semantics, lookups
         self.n_classes, self.use_edge = n_classes, use_edge
         self.n_keys = n_classes * (2 if use_edge else 1) + 1
         self.keys = label_keys(semantics, n_classes, use_edge) if patterns else None
@@ -199,7 +202,7 @@ class LabelLayout:
         key = (int(size[0]), int(size[1]), int(k))
         if key not in self._plans:
             with torch.no_grad():
-                self._plans[key] = make_plan(self.keys, key[:2], k, self.n_keys)
+                self._plans[key] = make_plan(self.keys, key[:2], k, self.n_keys, self.lookups)
         return self._plans[key]
 
 

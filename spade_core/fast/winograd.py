@@ -41,6 +41,11 @@ def direct_weight(u: torch.Tensor) -> torch.Tensor:
 
 
 _WORKSPACE = Workspace()
+
+
+def workspace_bytes() -> int:
+    """Bytes of intermediates this thread keeps between Winograd calls."""
+    return _WORKSPACE.nbytes()
 # Intermediates above this size are not kept between calls (Winograd is meant for small maps).
 KEEP_BYTES = 64 * 2**20
 
