@@ -183,12 +183,22 @@ def _in_cli_words(command: str | None, message: str) -> str:
 
 
 def _missing_extra(command: str | None, err: ImportError) -> str | None:
-    """The one-line message for an optional dependency that is not installed, or None for our own modules."""
-    name = (err.name or "").split(".")[0]
+    """The one-line message for an optional dependency that is not installed, or None for our own modules.
+
+    The missing module is read from the error or the import error it replaced (``raise ... from None``
+    keeps it as the context); an error that names no module but says how to install is passed on.
+    """
+    name = ""
+    seen: BaseException | None = err
+    while seen is not None and not name:
+        if isinstance(seen, ImportError):
+            name = seen.name or ""
+            match = None if name else re.search(r"No module named '([\w.]+)'", str(seen))
+            name = (match.group(1) if match else name).split(".")[0]
+        seen = seen.__cause__ or seen.__context__
     if not name:
-        match = re.search(r"No module named '([\w.]+)'", str(err))
-        name = match.group(1).split(".")[0] if match else ""
-    if not name or name in ("spade_core", "spade_nodes"):
+        return _one_line(err) if "pip install" in str(err) else None
+    if name in ("spade_core", "spade_nodes"):
         return None
     what, extra = EXTRAS.get(name, (f"the Python package {name}", None))
     install = f"pip install 'spade[{extra}]'" if extra else f"pip install {name}"

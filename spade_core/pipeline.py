@@ -29,8 +29,8 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from .hub.model_card import read_model_card_metadata, write_model_card
-from .images import MAX_SIDE, check_finite, check_image_size, open_image
 from .hub.publish import PushPlan, hub_offline, push_folder
+from .images import MAX_SIDE, check_finite, check_image_size, open_image
 from .labels import LabelSet, available_label_sets, get_label_set
 from .models import SPADEEncoder, SPADEGenerator
 from .models.encoder import reparameterize
@@ -851,7 +851,7 @@ class SPADEPipeline(DiffusionPipeline):
             "; in reduced precision it may have overflowed: load it with torch_dtype=torch.float32"
             if gen.dtype != torch.float32 else ""
         )
-        check_finite(images, "the generated images", fix)
+        check_finite(images, "the generator's output", fix)
         images = (images.float() / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
             result: Any = images

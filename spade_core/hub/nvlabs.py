@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
-from ..weights import load_state_dict_file, state_dict_mismatches
 from ..models.presets import (
     build_from_preset,
     discriminator_kwargs,
@@ -27,6 +26,7 @@ from ..models.presets import (
     preset_options,
 )
 from ..models.validation import validate_reference_options
+from ..weights import load_state_dict_file, state_dict_mismatches
 
 _CHECKPOINTS = {"generator": "latest_net_G.pth", "encoder": "latest_net_E.pth", "discriminator": "latest_net_D.pth"}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from itertools import pairwise
 from typing import Any
 
 from .layers import PARAM_FREE_NORMS
@@ -141,12 +142,12 @@ def estimate_parameters(kind: str, config: Mapping[str, Any]) -> int:
         widths = [16 * nf, 16 * nf, 16 * nf, 16 * nf, 8 * nf, 4 * nf, 2 * nf, nf]
         if c["num_upsampling_layers"] == "most":
             widths.append(nf // 2)
-        total += sum(_spade_block(a, b, sem, k, hidden) for a, b in zip(widths, widths[1:]))
+        total += sum(_spade_block(a, b, sem, k, hidden) for a, b in pairwise(widths))
         return total + widths[-1] * 3 * 9 + 3
     if kind == "encoder":
         nf = int(c["ngf"])
         widths = [3, nf, 2 * nf, 4 * nf, 8 * nf, 8 * nf] + ([8 * nf] if int(c["crop_size"]) >= 256 else [])
-        convs = sum(a * b * 9 + _norm_extra(b, c.get("norm", "instance")) for a, b in zip(widths, widths[1:]))
+        convs = sum(a * b * 9 + _norm_extra(b, c.get("norm", "instance")) for a, b in pairwise(widths))
         return convs + 2 * (8 * nf * 16 + 1) * int(c["z_dim"])
     if kind == "discriminator":
         nc = int(c["label_nc"]) + int(bool(c["contain_dontcare_label"])) + int(bool(c["use_instance"]))
