@@ -215,6 +215,10 @@ def _network_error_types() -> tuple[type[BaseException], ...]:
     return network_errors()
 
 
+# torch reports a failed CPU allocation as a RuntimeError ("DefaultCPUAllocator: can't allocate memory").
+_OOM = re.compile(r"can't allocate memory|out of memory|not enough memory", re.IGNORECASE)
+
+
 def _memory_error_types() -> tuple[type[BaseException], ...]:
     torch = sys.modules.get("torch")
     oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
@@ -619,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 "check the connection and retry, or use local files (HF_HUB_OFFLINE=1 with a cached model)"
             )
             return _fail(f"the Hugging Face Hub or the network could not be reached ({_one_line(err)[:200]}): {fix}")
-        if isinstance(err, _memory_error_types()):
+        if isinstance(err, _memory_error_types()) or (isinstance(err, RuntimeError) and _OOM.search(str(err))):
             hint = "a smaller --size or --num" if command == "synthesize" else "smaller inputs or settings"
             return _fail(f"out of memory during spade {command} ({_one_line(err)[:200]}): try {hint}, or free memory")
         raise

@@ -381,6 +381,19 @@ def test_missing_extras_memory_and_network_failures_are_one_line(capsys, monkeyp
     monkeypatch.setattr(cli, "_read_label_set", out_of_memory)
     assert_user_error(run(capsys, "palette", "ade20k"), r"out of memory during spade palette")
 
+    def cpu_allocator(text):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes")
+
+    monkeypatch.setattr(cli, "_read_label_set", cpu_allocator)
+    assert_user_error(run(capsys, "palette", "ade20k"), r"out of memory during spade palette .*can't allocate memory")
+
+    def bug(text):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(cli, "_read_label_set", bug)
+    with pytest.raises(RuntimeError, match="shapes"):  # other runtime errors are bugs: shown in full
+        main(["palette", "ade20k"])
+
     def ours(text):
         raise ImportError("cannot import name 'x' from 'spade_core.labels'", name="spade_core.labels")
 
