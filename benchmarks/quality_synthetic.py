@@ -10,6 +10,10 @@
 4. Diversity: mean pairwise L1 between outputs of one layout for different seeds.
 
 usage: python benchmarks/quality_synthetic.py [--baseline DIR] [--num-eval 100] [--json out.json] [--grid out.png]
+
+The shipped segmenter (spade_core/assets/segmenter, used by `spade eval --format synthetic`) is made by:
+    python benchmarks/quality_synthetic.py --export-segmenter spade_core/assets/segmenter \
+        --num-train 800 --steps 900 --batch 12 --crop 64 --augment --cosine --num-eval 100
 """
 
 from __future__ import annotations
@@ -28,41 +32,20 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from spade_core.data.synthetic import render_landscape  # noqa: E402
-from spade_core.eval.diversity import mean_pairwise_distance  # noqa: E402
-from spade_core.eval.segmentation import confusion_matrix, mean_iou  # noqa: E402
-from spade_core.labels import get_label_set  # noqa: E402
-from spade_core.pipeline import SPADEPipeline  # noqa: E402
-from spade_core.segmap import one_hot_semantics  # noqa: E402
+from spade_core.data.synthetic import render_landscape
+from spade_core.eval.diversity import mean_pairwise_distance
+from spade_core.eval.segmentation import confusion_matrix, mean_iou
+from spade_core.eval.segmenters import (
+    LandscapeSegmenter,
+    load_landscape_segmenter,
+    save_landscape_segmenter,
+)
+from spade_core.labels import get_label_set
+from spade_core.pipeline import SPADEPipeline
+from spade_core.segmap import one_hot_semantics
 
 SIZE = 128
 NUM_CLASSES = 10
-
-
-class SmallSegmenter(nn.Module):
-    """A compact encoder-decoder FCN (about 0.3 M parameters): images in [0, 1] -> class logits."""
-
-    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 32) -> None:
-        super().__init__()
-
-        def block(i: int, o: int, stride: int = 1) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), nn.BatchNorm2d(o), nn.ReLU(True))
-
-        w = width
-        self.down1 = nn.Sequential(block(3, w), block(w, w))
-        self.down2 = nn.Sequential(block(w, 2 * w, 2), block(2 * w, 2 * w))
-        self.down3 = nn.Sequential(block(2 * w, 4 * w, 2), block(4 * w, 4 * w), block(4 * w, 4 * w))
-        self.up2 = block(4 * w + 2 * w, 2 * w)
-        self.up1 = block(2 * w + w, w)
-        self.head = nn.Conv2d(w, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1 = self.down1(x * 2 - 1)
-        d2 = self.down2(d1)
-        d3 = self.down3(d2)
-        u2 = self.up2(torch.cat([F.interpolate(d3, scale_factor=2.0), d2], 1))
-        u1 = self.up1(torch.cat([F.interpolate(u2, scale_factor=2.0), d1], 1))
-        return self.head(u1)
 
 
 def render(seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,22 +56,57 @@ def render(seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return labels, images
 
 
-def train_segmenter(num_train: int, steps: int, batch: int, seed: int) -> SmallSegmenter:
-    """Fit the segmenter on real renders (layouts disjoint from the evaluation ones)."""
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per-image brightness/contrast jitter and, for some images, a 3x3 blur (generated images are softer)."""
+    n = x.shape[0]
+    gain = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    contrast = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
+    x = ((x - mean) * contrast + mean) * gain
+    blur = torch.rand(n, generator=gen) < 0.3
+    if blur.any():
+        x[blur] = F.avg_pool2d(x[blur], 3, 1, 1, count_include_pad=False)
+    return x.clamp(0, 1)
+
+
+def train_segmenter(
+    num_train: int,
+    steps: int,
+    batch: int,
+    seed: int,
+    crop: int = 0,
+    augment: bool = False,
+    cosine: bool = False,
+) -> LandscapeSegmenter:
+    """Fit the segmenter on real renders (layouts disjoint from the evaluation ones).
+
+    `crop` > 0 trains on random crop x crop windows (cheaper steps; the network is fully convolutional),
+    `augment` adds colour jitter and blur, `cosine` decays the learning rate to zero.
+    """
     torch.manual_seed(seed)
     labels, images = render(list(range(2_000_000, 2_000_000 + num_train)))
-    net = SmallSegmenter()
+    net = LandscapeSegmenter(NUM_CLASSES)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
         idx = torch.randint(0, num_train, (batch,), generator=gen)
         x, y = images[idx], labels[idx]
+        if crop:
+            top = torch.randint(0, SIZE - crop + 1, (batch,), generator=gen).tolist()
+            left = torch.randint(0, SIZE - crop + 1, (batch,), generator=gen).tolist()
+            x = torch.stack([x[i, :, t : t + crop, c : c + crop] for i, (t, c) in enumerate(zip(top, left))])
+            y = torch.stack([y[i, t : t + crop, c : c + crop] for i, (t, c) in enumerate(zip(top, left))])
+        if augment:
+            x = _augment(x, gen)
         if step % 2:
             x, y = x.flip(-1), y.flip(-1)
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         if step % 100 == 0 or step == steps - 1:
             print(f"  segmenter step {step:4d} loss {loss.item():.3f}", flush=True)
     return net.eval()
@@ -144,13 +162,30 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--grid", type=Path, help="write a grid: layout | real | ours (random style) | ours (style)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8, help="segmenter training batch size")
+    parser.add_argument("--crop", type=int, default=0, help="train the segmenter on random CROPxCROP windows (0: whole images)")
+    parser.add_argument("--augment", action="store_true", help="colour jitter and blur while training the segmenter")
+    parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay for the segmenter")
+    parser.add_argument("--export-segmenter", type=Path, metavar="DIR",
+                        help="only train the segmenter, score it on held-out real renders and write DIR/model.safetensors "
+                             "+ DIR/config.json (the package data is spade_core/assets/segmenter)")
+    parser.add_argument("--segmenter", type=Path, metavar="DIR",
+                        help="score with an exported segmenter (e.g. spade_core/assets/segmenter) instead of training one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    print("training the segmenter on real renders ...", flush=True)
-    segmenter = train_segmenter(args.num_train, args.steps, 8, seed=0)
+    if args.segmenter is not None:
+        segmenter = load_landscape_segmenter(args.segmenter)
+    else:
+        print("training the segmenter on real renders ...", flush=True)
+        segmenter = train_segmenter(
+            args.num_train, args.steps, args.batch, seed=0, crop=args.crop, augment=args.augment, cosine=args.cosine
+        )
     eval_seeds = list(range(3_000_000, 3_000_000 + args.num_eval))
     labels, real = render(eval_seeds)
+    if args.export_segmenter is not None:
+        export_segmenter(args, segmenter, segmentation_scores(segmenter, real, labels), time.time() - t0)
+        return
     style_labels, style_images = render([s + 500_000 for s in eval_seeds])
     del style_labels
 
@@ -201,6 +236,37 @@ def main() -> None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.grid:
         write_grid(args.grid, pipe, labels[:6], real[:6], ours_random[:6], style_images[:6], ours_styled[:6])
+
+
+def export_segmenter(args: argparse.Namespace, segmenter: LandscapeSegmenter, real: dict[str, float], seconds: float) -> None:
+    """Write the trained segmenter and how it was made (recipe, real-render scores) to --export-segmenter."""
+    recipe = {
+        "script": "benchmarks/quality_synthetic.py",
+        "command": "python benchmarks/quality_synthetic.py " + " ".join(sys.argv[1:]),
+        "train_seeds": f"render_landscape seeds 2000000..{2_000_000 + args.num_train - 1} at {SIZE}x{SIZE}",
+        "steps": args.steps,
+        "batch": args.batch,
+        "crop": args.crop,
+        "augment": args.augment,
+        "cosine_lr": args.cosine,
+        "threads": args.threads,
+        "seconds": round(seconds, 1),
+    }
+    info = {
+        "label_set": "landscape",
+        "image_size_hw": [SIZE, SIZE],
+        "input": "RGB images in [0, 1], (N, 3, H, W), H and W multiples of 4",
+        "num_parameters": sum(p.numel() for p in segmenter.parameters()),
+        "real_renders": {
+            "miou_percent": real["miou"],
+            "pixel_accuracy_percent": real["pixel_accuracy"],
+            "held_out": f"render_landscape seeds 3000000..{3_000_000 + args.num_eval - 1}",
+        },
+        "training": recipe,
+    }
+    folder = save_landscape_segmenter(segmenter, args.export_segmenter, info)
+    print(f"real renders: mIoU {real['miou']} %, pixel accuracy {real['pixel_accuracy']} % ({args.num_eval} held-out layouts)")
+    print(f"wrote {folder}")
 
 
 def write_grid(path: Path, pipe, labels, real, ours, styles, styled) -> None:

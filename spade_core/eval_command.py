@@ -1,6 +1,7 @@
 """`spade eval`: score a pipeline on a labelled dataset (FID, KID, mIoU, pixel accuracy, diversity).
 
-The glue between the command line, the pipeline, the dataset formats and `spade_core.eval.evaluate`.
+The glue between the command line, the pipeline, the dataset formats and `spade_core.eval.evaluate`
+(segmenters load through `spade_core.eval.segmenters`).
 It lives at the package root, not in `eval/`, because it imports the pipeline (eval sits below the
 pipeline in the import chain), and it imports only the standard library at module level so that
 building the `spade` parser stays quick; torch and friends load when the command runs.
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -63,7 +62,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmenter", metavar="MODULE:FACTORY",
                    help="segmentation network for mIoU: FACTORY() (or FACTORY(weights) with --segmenter-weights) "
                         "returns a module or callable mapping images [0,1] (N,3,H,W) to logits (N,C,h,w) or labels "
-                        "(N,h,w); MODULE is importable (current folder or PYTHONPATH) or a path to a .py file")
+                        "(N,h,w); MODULE is importable (current folder or PYTHONPATH) or a path to a .py file "
+                        "(default for landscape models: the shipped landscape segmenter)")
     p.add_argument("--segmenter-weights", metavar="FILE",
                    help="alone: a whole segmenter saved with torch.export.save (.pt2, dynamic batch size) or as "
                         "TorchScript; with --segmenter: the file passed to its factory. Load only files you trust")
@@ -86,7 +86,8 @@ def paper_protocol_text() -> str:
 
     lines = [
         "segmentation consistency as in the paper (Park et al. 2019, Table 1); these networks are not",
-        "shipped with spade: wrap one with --segmenter MODULE:FACTORY.",
+        "shipped with spade: wrap one with --segmenter MODULE:FACTORY. Landscape models (the embedded one,",
+        "--format synthetic) are scored with the shipped landscape segmenter unless you pass one.",
     ]
     for name, entry in PAPER_PROTOCOL.items():
         h, w = entry["image_size_hw"]
@@ -146,6 +147,12 @@ def run_eval(args: argparse.Namespace) -> int:
         inception = inception.to(device).eval()
 
     segmenter = load_segmenter(args.segmenter, args.segmenter_weights, device)
+    builtin_segmenter = False
+    if segmenter is None:
+        from .eval import default_segmenter
+
+        segmenter = default_segmenter(pipe.label_set.name, device)
+        builtin_segmenter = segmenter is not None
     num_classes = ignore_index = label_map = None
     if segmenter is not None:
         num_classes, ignore_index, label_map = segmenter_classes(segmenter, pipe, args)
@@ -169,8 +176,8 @@ def run_eval(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         seed=args.seed,
     )
-    _command_line_reasons(report, args)
-    report["setup"] = _setup(args, pipe, dataset, preprocess, device, num_classes, label_map)
+    _command_line_reasons(report, args, builtin_segmenter)
+    report["setup"] = _setup(args, pipe, dataset, preprocess, device, num_classes, label_map, builtin_segmenter)
     print(format_report_table(report))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
@@ -289,93 +296,9 @@ def pipeline_generate_fn(pipe: SPADEPipeline) -> Callable[[torch.Tensor, torch.T
 
 def load_segmenter(spec: str | None, weights: str | None, device: torch.device) -> Any:
     """`--segmenter MODULE:FACTORY` [`--segmenter-weights FILE`], or a saved segmenter alone; None without either."""
-    if spec is None and weights is None:
-        return None
-    weights_path = None
-    if weights is not None:
-        weights_path = Path(weights).expanduser()
-        if not weights_path.is_file():
-            raise FileNotFoundError(f"--segmenter-weights {weights_path} not found: check the path")
-    if spec is None:
-        return _load_saved_segmenter(weights_path, device)
-    factory = _import_factory(spec)
-    try:
-        segmenter = factory(str(weights_path)) if weights_path is not None else factory()
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as err:  # noqa: BLE001 - a plug-in may raise anything; report it in one line
-        raise ValueError(f"--segmenter {spec}: the factory failed ({type(err).__name__}: {err}): fix it or its arguments") from None
-    if not callable(segmenter):  # ValueError, like every user mistake (DESIGN.md)
-        raise ValueError(  # noqa: TRY004
-            f"--segmenter {spec} returned a {type(segmenter).__name__}: return a torch module or a callable "
-            "mapping images [0,1] (N,3,H,W) to logits or labels"
-        )
-    import torch
+    from .eval import load_segmenter as load
 
-    if isinstance(segmenter, torch.nn.Module):
-        segmenter = segmenter.to(device).eval()
-    return segmenter
-
-
-def _import_factory(spec: str) -> Callable[..., Any]:
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"--segmenter {spec!r} is not MODULE:FACTORY: pass e.g. my_segmenters:deeplab_cocostuff")
-    path = Path(module_name).expanduser()
-    try:
-        if module_name.endswith(".py"):
-            if not path.is_file():
-                raise FileNotFoundError(f"--segmenter file {path} not found: check the path")
-            name = "_spade_segmenter_" + hashlib.blake2b(str(path.resolve()).encode(), digest_size=6).hexdigest()
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())  # as `python -m` would: modules in the current folder import
-            module = importlib.import_module(module_name)
-    except FileNotFoundError:
-        raise
-    except ImportError as err:
-        raise ValueError(
-            f"--segmenter: cannot import {module_name!r} ({err}): put it in the current folder or on PYTHONPATH, or pass a .py path"
-        ) from None
-    except Exception as err:  # noqa: BLE001 - the plug-in module's own import-time failure
-        raise ValueError(f"--segmenter: importing {module_name!r} failed ({type(err).__name__}: {err})") from None
-    factory: Any = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise ValueError(f"--segmenter: {module_name!r} has no attribute {attr!r}: check the factory name")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise ValueError(  # noqa: TRY004
-            f"--segmenter: {module_name}:{attr} is a {type(factory).__name__}, not a function or class"
-        )
-    return factory
-
-
-def _load_saved_segmenter(path: Path, device: torch.device) -> Any:
-    """A whole segmenter on `device` from a torch.export program (.pt2) or a TorchScript file (eval mode as saved)."""
-    import warnings
-
-    import torch
-
-    try:
-        if path.suffix.lower() == ".pt2":
-            program = torch.export.load(str(path))
-            if device.type != "cpu":
-                from torch.export.passes import move_to_device_pass
-
-                program = move_to_device_pass(program, device)
-            return program.module()  # exported programs keep the mode they were traced in (no .eval())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated but still common
-            return torch.jit.load(str(path), map_location=device).eval()
-    except Exception as err:  # noqa: BLE001 - loaders raise many types for a wrong or corrupt file
-        raise ValueError(
-            f"--segmenter-weights {path} is not a torch.export (.pt2) or TorchScript segmenter ({type(err).__name__}): "
-            "save one with torch.export.save, or pass --segmenter MODULE:FACTORY to build it and load these weights"
-        ) from None
+    return load(spec, weights, device, spec_name="--segmenter", weights_name="--segmenter-weights")
 
 
 def segmenter_classes(segmenter: Any, pipe: SPADEPipeline, args: argparse.Namespace) -> tuple[int, int | None, Any]:
@@ -440,13 +363,13 @@ def _claim_cache_dir(cache_dir: Path, key: str) -> None:
     marker.write_text(json.dumps({"run_key": key}) + "\n", encoding="utf-8")
 
 
-def _command_line_reasons(report: dict[str, Any], args: argparse.Namespace) -> None:
+def _command_line_reasons(report: dict[str, Any], args: argparse.Namespace, builtin_segmenter: bool) -> None:
     """Skip reasons in the command line's terms instead of the Python API's."""
     skipped = report["skipped"]
     if args.no_fid:
         for name in ("fid", "kid"):
             skipped[name] = "--no-fid given: FID/KID not computed"
-    if args.segmenter is None and args.segmenter_weights is None:
+    if args.segmenter is None and args.segmenter_weights is None and not builtin_segmenter:
         for name in ("miou", "pixel_accuracy"):
             skipped[name] = "no segmenter: pass --segmenter MODULE:FACTORY or --segmenter-weights FILE"
     if args.diversity_seeds < 2:
@@ -461,6 +384,7 @@ def _setup(
     device: torch.device,
     num_classes: int | None,
     label_map: Any,
+    builtin_segmenter: bool,
 ) -> dict[str, Any]:
     """What was evaluated, for the report."""
     from .eval import INCEPTION_WEIGHTS_ENV, PAPER_PROTOCOL
@@ -488,7 +412,7 @@ def _setup(
         "seed": args.seed,
         "device": str(device),
         "inception_weights": inception,
-        "segmenter": args.segmenter,
+        "segmenter": "builtin:landscape (spade_core/assets/segmenter)" if builtin_segmenter else args.segmenter,
         "segmenter_weights": args.segmenter_weights,
         "segmenter_classes": num_classes,
         "segmenter_label_map": args.segmenter_label_map if label_map is not None else None,

@@ -5,7 +5,9 @@ not FID values.
 """
 
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,11 +15,14 @@ from torch import nn
 from spade_core.eval import (
     CITYSCAPES_35_TO_19,
     FIDInceptionV3,
+    Metric,
+    MetricResult,
     draw_seed,
     evaluate,
     format_report_table,
     mean_pairwise_distance,
 )
+from spade_core.eval.metrics import to_unit_range
 
 NUM_CLASSES = 4
 
@@ -197,6 +202,99 @@ def test_instances_are_batched_and_passed_through():
     samples = [dict(s, instance=s["label"] * 10) for s in make_samples(count=3)]
     evaluate(generate, samples, batch_size=2, progress=False)
     assert seen == [(2, 16, 16), (1, 16, 16)]
+
+
+# --- a metric of one's own ---------------------------------------------------------------------------------
+
+
+class RedShare(Metric):
+    """A test metric: the share of generated pixels whose red channel exceeds `threshold` (one class, no runner edits)."""
+
+    name = "red_share"
+    keys = ("red_share",)
+
+    def __init__(self, threshold=0.5):
+        self.threshold = threshold
+        self.hits = self.pixels = 0
+        self.measured_batches = []
+
+    def settings(self):
+        return {"threshold": self.threshold}
+
+    def measure(self, batch):
+        self.measured_batches.append(batch.index)
+        red = batch.fake01[:, 0]
+        return int((red > self.threshold).sum()), red.numel()
+
+    def accumulate(self, contribution):
+        hits, pixels = contribution
+        self.hits += hits
+        self.pixels += pixels
+
+    def state_dict(self):
+        return {"hits": np.array(self.hits), "pixels": np.array(self.pixels)}
+
+    def load_state_dict(self, state):
+        self.hits, self.pixels = int(state["hits"]), int(state["pixels"])
+
+    def result(self):
+        return MetricResult(values={"red_share": self.hits / self.pixels}, details={"red_threshold": self.threshold})
+
+
+def red_share_by_hand(samples, batch_size, seed=0, threshold=0.5):
+    painter, hits, pixels = LabelPainter(), 0, 0
+    for b in range(0, len(samples), batch_size):
+        labels = torch.stack([s["label"] for s in samples[b:b + batch_size]])
+        red = to_unit_range(painter(labels, None, draw_seed(seed, b // batch_size)))[:, 0]
+        hits, pixels = hits + int((red > threshold).sum()), pixels + red.numel()
+    return hits / pixels
+
+
+def test_a_new_metric_is_one_class_plugged_into_the_runner():
+    samples = make_samples(count=5)
+    metric = RedShare()
+    report = evaluate(LabelPainter(), samples, segmenter=read_labels, num_classes=NUM_CLASSES, batch_size=2,
+                      progress=False, metrics=[metric])
+    expected = red_share_by_hand(samples, batch_size=2)
+    assert 0 < expected < 1
+    assert report["metrics"]["red_share"] == pytest.approx(expected, abs=1e-12)
+    assert report["metrics"]["miou"] == 1.0  # the standard metrics run alongside
+    assert report["details"]["red_threshold"] == 0.5
+    assert metric.measured_batches == [0, 1, 2]
+    assert re.search(rf"^red_share +{expected:.4f}$", format_report_table(report), re.MULTILINE)  # a plain row, no formatter edits
+
+    with pytest.raises(ValueError, match="unique name"):
+        evaluate(LabelPainter(), samples, progress=False, metrics=[RedShare(), RedShare(0.2)])
+    with pytest.raises(ValueError, match="spade_core.eval.Metric"):
+        evaluate(LabelPainter(), samples, progress=False, metrics=[object()])
+
+
+def test_resume_restores_every_metrics_state(tmp_path):
+    samples = make_samples(count=6)
+    kwargs = {"segmenter": read_labels, "num_classes": NUM_CLASSES, "diversity_seeds": 2, "batch_size": 2,
+              "progress": False}
+    with pytest.raises(KeyboardInterrupt):  # 2 draws per batch: dies at batch 2's first draw
+        evaluate(LabelPainter(fail_at_call=4), samples, cache_dir=tmp_path, metrics=[RedShare()], **kwargs)
+    (progress,) = tmp_path.glob("progress_*.npz")
+    with np.load(progress) as saved:
+        assert int(saved["batches_done"]) == 2
+        stored = {key: saved[key] for key in saved.files if key.endswith((".hits", ".pixels", ".num_images"))}
+    assert sorted(v.item() for k, v in stored.items() if k.endswith(".pixels")) == [2 * 2 * 16 * 16]
+    assert sorted(v.item() for k, v in stored.items() if k.endswith(".num_images")) == [4]
+
+    # Another threshold is another metric setting: its progress is not resumed.
+    other = RedShare(0.25)
+    evaluate(LabelPainter(), samples, cache_dir=tmp_path, metrics=[other], **kwargs)
+    assert other.measured_batches == [0, 1, 2]
+    assert list(tmp_path.glob("progress_*.npz")) == [progress]
+
+    resumed = RedShare()
+    report = evaluate(LabelPainter(), samples, cache_dir=tmp_path, metrics=[resumed], **kwargs)
+    assert report["cache"]["resumed_batches"] == 2
+    assert resumed.measured_batches == [2]  # batches 0 and 1 came from the saved state
+    assert report["metrics"]["red_share"] == pytest.approx(red_share_by_hand(samples, 2), abs=1e-12)
+    assert report["metrics"]["miou"] == 1.0 and report["details"]["num_segmented"] == 6
+    assert not list(tmp_path.glob("progress_*.npz"))
 
 
 # --- diversity ---------------------------------------------------------------------------------------------

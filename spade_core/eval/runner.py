@@ -1,7 +1,9 @@
-"""`evaluate`: run a generator over a labelled dataset and report FID, KID, segmentation consistency and diversity.
+"""`evaluate`: run a generator over a labelled dataset and score it with a list of metric objects.
 
-Progress is written under `cache_dir` (real-image features, reusable by later runs, and the partial
-state of this run), so an interrupted evaluation resumes where it stopped.
+The runner knows no metric: it batches the samples, generates each batch once, hands it to every
+metric (`spade_core.eval.metrics.Metric`) and merges their results into one report. Progress is
+written under `cache_dir` (the metrics' state after each finished batch), so an interrupted
+evaluation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -10,60 +12,34 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from spade_core.eval.diversity import mean_pairwise_distance
-from spade_core.eval.fid import (
-    FeatureStatsCache,
-    frechet_distance_from_features,
-    kernel_inception_distance,
-    save_npz_atomic,
+from spade_core.eval.fid import save_npz_atomic
+from spade_core.eval.metrics import (
+    DiversityMetric,
+    EvalBatch,
+    FIDKIDMetric,
+    Metric,
+    SegmentationMetric,
+    SkippedMetric,
 )
-from spade_core.eval.segmentation import (
-    LabelMap,
-    SegmentationConsistency,
-    Segmenter,
-    module_device,
-)
+from spade_core.eval.segmentation import LabelMap, Segmenter
 
 GenerateFn = Callable[[torch.Tensor, torch.Tensor | None, int], torch.Tensor]
 
 DIVERSITY_SEED_STRIDE = 1_000_003  # extra diversity draws use seeds far from the main draws' seed + batch_index
-KID_SUBSET_SIZE = 1000
-KID_NUM_SUBSETS = 100
 _SAVE_EVERY_S = 60.0
 
 
 def draw_seed(seed: int, batch_index: int, draw: int = 0) -> int:
     """The seed passed to `generate_fn` for one batch and draw; draw 0 is the image scored by FID/mIoU."""
     return seed + batch_index + draw * DIVERSITY_SEED_STRIDE
-
-
-def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images -> [0, 1], rounded to 8 bits as if saved to PNG (what file-based FID tools see)."""
-    return torch.round(((images.float() + 1) / 2).clamp(0, 1) * 255) / 255
-
-
-def _fingerprint(obj: object) -> str:
-    """A stable hex digest of a model's weights (or a callable's qualified name), for cache keys."""
-    digest = hashlib.blake2b(digest_size=16)
-    target = getattr(obj, "__self__", obj)
-    if isinstance(target, nn.Module):
-        digest.update(type(target).__qualname__.encode())
-        for name, tensor in target.state_dict().items():
-            flat = tensor.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-            digest.update(flat.view(torch.uint8).numpy().tobytes())
-    name = getattr(obj, "__qualname__", type(obj).__qualname__)
-    digest.update(f"{getattr(obj, '__module__', '')}.{name}".encode())
-    return digest.hexdigest()
 
 
 def _sample_id(label: torch.Tensor, image: torch.Tensor, instance: torch.Tensor | None) -> str:
@@ -138,24 +114,16 @@ def _check_generated(out: Any, labels: torch.Tensor) -> torch.Tensor:
     return out.detach()
 
 
-def _extract(feature_fn: Callable[[torch.Tensor], torch.Tensor], images01: torch.Tensor) -> np.ndarray:
-    device = module_device(feature_fn)
-    feats = feature_fn(images01.to(device) if device is not None else images01)
-    return feats.detach().float().flatten(1).cpu().numpy()
-
-
 class _Progress:
-    """This run's partial state (generated features, confusion matrix, diversity sums) in one `.npz`."""
+    """This run's partial state (batches done, their sample ids, every metric's state) in one `.npz`."""
 
-    def __init__(self, path: Path | None, key: str) -> None:
-        self.path, self.key = path, key
+    def __init__(self, path: Path | None, key: str, metrics: Sequence[Metric]) -> None:
+        self.path, self.key, self.metrics = path, key, metrics
         self.batches_done = 0
         self.sample_ids: list[str] = []
-        self.fake_features: list[np.ndarray] = []
-        self.conf: np.ndarray | None = None
-        self.div_sum, self.div_count, self.div_metric, self.div_note = 0.0, 0, "", ""
 
     def load(self) -> bool:
+        """Restore a matching progress file into the metrics; False when there is none."""
         if self.path is None or not self.path.is_file():
             return False
         with np.load(self.path, allow_pickle=False) as data:
@@ -163,29 +131,57 @@ class _Progress:
                 return False
             self.batches_done = int(data["batches_done"])
             self.sample_ids = [str(s) for s in data["sample_ids"]]
-            feats = data["fake_features"]
-            self.fake_features = [feats] if feats.size else []
-            self.conf = data["conf"] if data["conf"].size else None
-            self.div_sum, self.div_count = float(data["div_sum"]), int(data["div_count"])
-            self.div_metric, self.div_note = str(data["div_metric"]), str(data["div_note"])
+            for index, metric in enumerate(self.metrics):
+                prefix = f"m{index}."
+                metric.load_state_dict({k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)})
         return self.batches_done > 0
 
     def save(self) -> None:
+        """Write the metrics' state after the last finished batch, and let each save its own caches."""
+        for metric in self.metrics:
+            metric.checkpoint()
         if self.path is None:
             return
-        feats = np.concatenate(self.fake_features) if self.fake_features else np.zeros((0, 0), np.float32)
+        arrays = {
+            f"m{index}.{name}": np.asarray(value)
+            for index, metric in enumerate(self.metrics)
+            for name, value in metric.state_dict().items()
+        }
         save_npz_atomic(
             self.path,
             key=np.array(self.key),
             batches_done=np.array(self.batches_done),
             sample_ids=np.array(self.sample_ids, dtype=str),
-            fake_features=feats.astype(np.float32),
-            conf=self.conf if self.conf is not None else np.zeros(0, np.int64),
-            div_sum=np.array(self.div_sum),
-            div_count=np.array(self.div_count),
-            div_metric=np.array(self.div_metric),
-            div_note=np.array(self.div_note),
+            **arrays,
         )
+
+
+def standard_metrics(
+    *,
+    inception: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    segmenter: Segmenter | None = None,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    label_map: LabelMap | None = None,
+    diversity_seeds: int = 0,
+    lpips_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+) -> list[Metric]:
+    """FID/KID, segmentation consistency and diversity as configured; unconfigured ones report why they are skipped."""
+    if diversity_seeds == 1 or diversity_seeds < 0:
+        raise ValueError(f"diversity_seeds={diversity_seeds} gives no pairs: use 0 to skip diversity or 2 or more")
+    return [
+        FIDKIDMetric(inception, cache_dir, seed)
+        if inception is not None
+        else SkippedMetric(("fid", "kid"), "no inception model given: pass inception=FIDInceptionV3.from_pretrained()"),
+        SegmentationMetric(segmenter, num_classes, ignore_index, label_map)
+        if segmenter is not None
+        else SkippedMetric(("miou", "pixel_accuracy"), "no segmenter given: pass segmenter=... and num_classes=..."),
+        DiversityMetric(diversity_seeds, lpips_fn)
+        if diversity_seeds
+        else SkippedMetric(("diversity",), "diversity_seeds < 2: pass diversity_seeds=2 or more"),
+    ]
 
 
 def evaluate(
@@ -203,65 +199,63 @@ def evaluate(
     progress: bool = True,
     seed: int = 0,
     lpips_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    metrics: Sequence[Metric] = (),
 ) -> dict[str, Any]:
     """Evaluate `generate_fn(labels (N,H,W), instances|None, seed) -> images (N,3,H,W) in [-1,1]` on `samples`.
 
     `samples` yields dicts {"label": (H, W) int64, "image": (3, H, W) in [-1, 1], optional "instance"}.
     FID/KID need `inception` (images in [0, 1] -> (N, D) features, e.g. `FIDInceptionV3.from_pretrained()`),
     mIoU needs `segmenter` and `num_classes`, diversity needs `diversity_seeds >= 2` (LPIPS with
-    `lpips_fn`, else L1). Batch b is generated with seed `draw_seed(seed, b)` (diversity draws k with
-    `draw_seed(seed, b, k)`); images are rounded to 8 bits before scoring, as saved PNGs would be.
-    With `cache_dir`, real features are cached for later runs and an interrupted run resumes.
-    Returns a JSON-serialisable report; skipped metrics are listed with the reason.
+    `lpips_fn`, else L1); `metrics` adds further `Metric` objects after these. Batch b is generated with
+    seed `draw_seed(seed, b)` (diversity draws k with `draw_seed(seed, b, k)`); images are rounded to
+    8 bits before scoring, as saved PNGs would be. With `cache_dir`, real features are cached for later
+    runs and an interrupted run resumes. Returns a JSON-serialisable report; skipped metrics are listed
+    with the reason.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if segmenter is not None and num_classes is None:
-        raise ValueError("a segmenter needs num_classes: pass the number of classes the segmenter predicts")
-    if diversity_seeds == 1 or diversity_seeds < 0:
-        raise ValueError(f"diversity_seeds={diversity_seeds} gives no pairs: use 0 to skip diversity or 2 or more")
-    cache_path = Path(cache_dir) if cache_dir is not None else None
+    all_metrics = standard_metrics(
+        inception=inception, segmenter=segmenter, num_classes=num_classes, ignore_index=ignore_index,
+        label_map=label_map, diversity_seeds=diversity_seeds, lpips_fn=lpips_fn, cache_dir=cache_dir, seed=seed,
+    ) + list(metrics)
+    return run_metrics(generate_fn, samples, all_metrics, batch_size=batch_size, cache_dir=cache_dir,
+                       progress=progress, seed=seed)
 
-    seg = SegmentationConsistency(segmenter, num_classes, ignore_index, label_map) if segmenter is not None else None
-    inception_key = _fingerprint(inception) if inception is not None else ""
-    settings = {
-        "inception": inception_key,
-        "segmenter": _fingerprint(segmenter) if segmenter is not None else "",
-        "num_classes": num_classes,
-        "ignore_index": ignore_index,
-        "label_map": _describe_label_map(label_map),
-        "diversity_seeds": diversity_seeds,
-        "lpips": _fingerprint(lpips_fn) if lpips_fn is not None else "",
-        "batch_size": batch_size,
-        "seed": seed,
-    }
-    settings_key = json.dumps(settings, sort_keys=True)
+
+def run_metrics(
+    generate_fn: GenerateFn,
+    samples: Iterable[Mapping[str, Any]],
+    metrics: Sequence[Metric],
+    *,
+    batch_size: int = 8,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The loop of `evaluate` over any list of metrics: generate each batch once, feed every metric, merge results."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    for metric in metrics:
+        if not isinstance(metric, Metric):
+            raise ValueError(  # noqa: TRY004 - ValueError for every user mistake (DESIGN.md)
+                f"metrics holds a {type(metric).__name__}: pass instances of spade_core.eval.Metric"
+            )
+    names = [metric.name for metric in metrics]
+    if len(set(names)) != len(names):
+        raise ValueError(f"metric names repeat ({', '.join(names)}): give each metric a unique name")
+    cache_path = Path(cache_dir) if cache_dir is not None else None
+    settings_key = json.dumps(
+        {"batch_size": batch_size, "seed": seed, "metrics": [[m.name, m.settings()] for m in metrics]},
+        sort_keys=True,
+    )
     run = _Progress(
         cache_path / f"progress_{hashlib.blake2b(settings_key.encode(), digest_size=8).hexdigest()}.npz"
         if cache_path is not None
         else None,
         settings_key,
+        metrics,
     )
     resumed_batches = run.batches_done if run.load() else 0
-    if resumed_batches and seg is not None and run.conf is not None:
-        seg.conf += torch.from_numpy(run.conf)
-        seg.num_images = len(run.sample_ids)
-
-    real_cache = cached_real = None
-    if inception is not None and cache_path is not None:
-        real_cache = FeatureStatsCache(
-            cache_path / f"real_features_{inception_key[:16]}.npz", key=f"inception={inception_key};uint8-rounded"
-        )
-        cached_real = real_cache.load()
-    real_chunks: list[np.ndarray] = []
-    real_ids: list[str] = []
-    real_from_cache = 0
-    real_reusable = cached_real is not None
-
-    def save_state() -> None:
-        run.save()
-        if real_cache is not None and real_chunks and len(real_ids) > real_from_cache:
-            real_cache.save(np.concatenate(real_chunks), real_ids, complete=False)
 
     total = math.ceil(len(samples) / batch_size) if hasattr(samples, "__len__") else None
     bar = tqdm(total=total, disable=not progress, desc="evaluate", unit="batch")
@@ -269,23 +263,16 @@ def evaluate(
     num_batches = num_samples = 0
     try:
         with torch.no_grad():
-            for batch_index, batch in enumerate(_batches(samples, batch_size)):
-                ids, labels, n = batch["ids"], batch["labels"], len(batch["ids"])
-                start = num_samples
-                num_samples += n
+            for batch_index, data in enumerate(_batches(samples, batch_size)):
+                labels, instances = data["labels"], data["instances"]
+                batch = EvalBatch(batch_index, num_samples, data["ids"], labels, instances, data["images"])
+                num_samples += len(batch)
                 num_batches += 1
-
-                if inception is not None:
-                    if real_reusable and cached_real.sample_ids[start:start + n] == ids:
-                        real_chunks.append(cached_real.features[start:start + n])
-                        real_from_cache += n
-                    else:
-                        real_reusable = False
-                        real_chunks.append(_extract(inception, _to_unit_range(batch["images"])))
-                    real_ids.extend(ids)
+                for metric in metrics:
+                    metric.observe_real(batch)
 
                 if batch_index < run.batches_done:
-                    if run.sample_ids[start:start + n] != ids:
+                    if run.sample_ids[batch.start:batch.start + len(batch)] != batch.ids:
                         raise ValueError(
                             f"{run.path} was written for different samples (batch {batch_index} differs): "
                             "delete it or pass another cache_dir"
@@ -293,41 +280,23 @@ def evaluate(
                     bar.update(1)
                     continue
 
-                fake = _check_generated(
-                    generate_fn(labels, batch["instances"], draw_seed(seed, batch_index)), labels
-                )
-                fake01 = _to_unit_range(fake)
-                fake_feats = _extract(inception, fake01) if inception is not None else None
-                conf = seg.batch_confusion(fake01, labels) if seg is not None else None
-                diversity = None
-                if diversity_seeds >= 2:
-                    draws = [fake] + [
-                        _check_generated(
-                            generate_fn(labels, batch["instances"], draw_seed(seed, batch_index, k)), labels
-                        )
-                        for k in range(1, diversity_seeds)
-                    ]
-                    diversity = mean_pairwise_distance(draws, metric="lpips", lpips_fn=lpips_fn)
+                def draw(k: int, labels: torch.Tensor = labels, instances: Any = instances, b: int = batch_index) -> torch.Tensor:
+                    """Draw k of this batch, checked."""
+                    return _check_generated(generate_fn(labels, instances, draw_seed(seed, b, k)), labels)
 
-                # Commit the batch only once all of it is computed, so saved progress never holds half a batch.
-                if fake_feats is not None:
-                    run.fake_features.append(fake_feats)
-                if conf is not None:
-                    seg.conf += conf
-                    seg.num_images += n
-                    run.conf = seg.conf.numpy().copy()
-                if diversity is not None:
-                    run.div_sum += diversity["value"] * n
-                    run.div_count += n
-                    run.div_metric, run.div_note = diversity["metric"], diversity.get("note", "")
-                run.sample_ids.extend(ids)
+                batch.fake, batch.generate = draw(0), draw
+                contributions = [metric.measure(batch) for metric in metrics]
+                # Commit the batch only once every metric has measured it, so saved progress never holds half a batch.
+                for metric, contribution in zip(metrics, contributions):
+                    metric.accumulate(contribution)
+                run.sample_ids.extend(batch.ids)
                 run.batches_done = batch_index + 1
                 bar.update(1)
                 if time.monotonic() - last_save > _SAVE_EVERY_S:
-                    save_state()
+                    run.save()
                     last_save = time.monotonic()
     except BaseException:
-        save_state()
+        run.save()
         raise
     finally:
         bar.close()
@@ -353,106 +322,41 @@ def evaluate(
             "resumed_batches": resumed_batches,
         },
     }
-    metrics, skipped, details = report["metrics"], report["skipped"], report["details"]
-
-    if inception is None:
-        reason = "no inception model given: pass inception=FIDInceptionV3.from_pretrained()"
-        skipped["fid"] = skipped["kid"] = reason
-    else:
-        real = np.concatenate(real_chunks)
-        fake_feats = np.concatenate(run.fake_features)
-        if real_cache is not None:
-            # Rewrite the cache when rows were computed, or to mark a fully reused partial cache complete;
-            # a larger cache this run used a prefix of is kept as it is.
-            finished_partial = (
-                cached_real is not None and not cached_real.complete and len(cached_real.sample_ids) == num_samples
-            )
-            if real_from_cache < num_samples or finished_partial:
-                real_cache.save(real, real_ids, complete=True)
-            report["cache"]["real_features"] = (
-                "loaded" if real_from_cache == num_samples else "partly loaded" if real_from_cache else "computed"
-            )
-            report["cache"]["real_features_from_cache"] = real_from_cache
-        details.update(
-            feature_extractor=type(inception).__name__,
-            feature_dim=int(real.shape[1]),
-            num_real_features=int(real.shape[0]),
-            num_generated_features=int(fake_feats.shape[0]),
-        )
-        if num_samples < 2:
-            skipped["fid"] = skipped["kid"] = "FID/KID need at least 2 samples: evaluate more images"
-        else:
-            metrics["fid"] = frechet_distance_from_features(real, fake_feats)
-            subset = min(KID_SUBSET_SIZE, num_samples)
-            metrics["kid"], metrics["kid_std"] = kernel_inception_distance(
-                real, fake_feats, num_subsets=KID_NUM_SUBSETS, subset_size=subset, seed=seed
-            )
-            details.update(kid_subset_size=subset, kid_num_subsets=KID_NUM_SUBSETS)
-            if num_samples <= real.shape[1]:
-                details["fid_note"] = (
-                    f"{num_samples} samples <= {real.shape[1]} feature dims: FID is biased upwards at this size; "
-                    "compare only runs with equal sample counts"
-                )
-
-    if seg is None:
-        skipped["miou"] = skipped["pixel_accuracy"] = "no segmenter given: pass segmenter=... and num_classes=..."
-    else:
-        scores = seg.compute()
-        details.update(
-            segmenter=getattr(segmenter, "__qualname__", type(segmenter).__name__),
-            num_classes=num_classes,
-            ignore_index=seg.ignore_index,
-            label_map=_describe_label_map(label_map),
-            num_segmented=seg.num_images,
-            per_class_iou=scores["per_class_iou"],
-        )
-        if scores["miou"] is None:
-            skipped["miou"] = skipped["pixel_accuracy"] = "every label pixel was ignored: check ignore_index / label_map"
-        else:
-            metrics["miou"], metrics["pixel_accuracy"] = scores["miou"], scores["pixel_accuracy"]
-
-    if diversity_seeds < 2:
-        skipped["diversity"] = "diversity_seeds < 2: pass diversity_seeds=2 or more"
-    else:
-        metrics["diversity"] = run.div_sum / max(run.div_count, 1)
-        details.update(diversity_metric=run.div_metric, diversity_seeds=diversity_seeds)
-        if run.div_note:
-            details["diversity_note"] = run.div_note
+    for metric in metrics:
+        result = metric.result()
+        report["metrics"].update(result.values)
+        report["skipped"].update(result.skipped)
+        report["details"].update(result.details)
+        report["cache"].update(result.cache)
 
     if run.path is not None and run.path.exists():
         run.path.unlink()
     return report
 
 
-def _describe_label_map(label_map: LabelMap | None) -> str | None:
-    """A short JSON-friendly description of a label map (its contents, for cache keys and reports)."""
-    if label_map is None:
-        return None
-    if isinstance(label_map, torch.Tensor):
-        return "lut:" + hashlib.blake2b(label_map.long().cpu().numpy().tobytes(), digest_size=8).hexdigest()
-    return "map:" + hashlib.blake2b(json.dumps(sorted(label_map.items())).encode(), digest_size=8).hexdigest()
+def format_report_table(report: Mapping[str, Any], metrics: Sequence[Metric | type[Metric]] = ()) -> str:
+    """A plain-text table of an `evaluate` report, for printing.
 
+    Each metric class formats its own rows (`Metric.table_rows`): the standard ones and those in
+    `metrics`; any other number in the report gets a plain row.
+    """
+    from spade_core.eval.metrics import STANDARD_METRICS
 
-def format_report_table(report: Mapping[str, Any]) -> str:
-    """A plain-text table of an `evaluate` report, for printing."""
-    metrics, details = report.get("metrics", {}), report.get("details", {})
+    values, details = report.get("metrics", {}), report.get("details", {})
     rows: list[tuple[str, str]] = []
-    if "fid" in metrics:
-        rows.append(("FID", f"{metrics['fid']:.4f}"))
-    if "kid" in metrics:
-        rows.append(("KID", f"{metrics['kid']:.5f} ± {metrics.get('kid_std', 0.0):.5f}"))
-    if "miou" in metrics:
-        rows.append(("mIoU", f"{100 * metrics['miou']:.2f} %"))
-        rows.append(("pixel accuracy", f"{100 * metrics['pixel_accuracy']:.2f} %"))
-    if "diversity" in metrics:
-        rows.append((f"diversity ({details.get('diversity_metric', '?')})", f"{metrics['diversity']:.4f}"))
+    claimed: set[str] = set()
+    for metric in (*STANDARD_METRICS, *metrics):
+        if claimed.isdisjoint(metric.keys):
+            rows += metric.table_rows(values, details)
+            claimed.update(metric.keys)
+    rows += [(name, f"{value:.4f}") for name, value in values.items() if name not in claimed]
     width = max([len(name) for name, _ in rows] + [len("metric")])
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 16}"]
     lines += [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append(f"samples: {report.get('num_samples', 0)} in {report.get('num_batches', 0)} batches")
     for name, reason in report.get("skipped", {}).items():
         lines.append(f"skipped {name}: {reason}")
-    for key in ("fid_note", "diversity_note"):
-        if key in details:
-            lines.append(f"note: {details[key]}")
+    for key, note in details.items():
+        if key.endswith("_note"):
+            lines.append(f"note: {note}")
     return "\n".join(lines)
