@@ -41,6 +41,13 @@ def _fmt_values(values: np.ndarray, limit: int = 5) -> str:
     return ", ".join(vals) + (f" (and {more} more)" if more > 0 else "")
 
 
+def _whole(value: Any) -> int:
+    """An integer from a label-set field; bools, fractions and text raise ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
 def _is_integer_tensor(t: torch.Tensor) -> bool:
     return not (t.dtype == torch.bool or t.is_floating_point() or t.is_complex())
 
@@ -90,8 +97,24 @@ class LabelSet:
         """Validate, and store lists (e.g. from JSON) as tuples so the set stays hashable."""
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("a LabelSet needs a non-empty string name: pass name='my_labels'")
+        for flag in ("contain_dontcare_label", "use_instance"):
+            value = getattr(self, flag)
+            if not isinstance(value, (bool, np.bool_)):
+                shown = f"the string {value!r}" if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+                raise ValueError(
+                    f"label set '{self.name}': {flag} must be a boolean, got {shown}: use true or false "
+                    "(without quotes in JSON)"
+                )
         names = tuple(str(n) for n in self.class_names)
-        palette = tuple(tuple(int(c) for c in color) for color in self.palette)
+        try:
+            palette = tuple(tuple(_whole(c) for c in color) for color in self.palette)
+            dontcare_ids = tuple(_whole(i) for i in self.dontcare_raw_ids)
+            offset = _whole(self.raw_id_offset)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"label set '{self.name}': palette, dontcare_raw_ids and raw_id_offset must hold whole numbers: "
+                "fix the label set (palette entries are [r, g, b] of 0..255)"
+            ) from None
         if not names:
             raise ValueError(f"label set '{self.name}' has no classes: pass at least one class name")
         if len(palette) != len(names):
@@ -105,7 +128,6 @@ class LabelSet:
                     f"label set '{self.name}': palette entry {i} ({names[i]!r}) is {color}, "
                     "not an (r, g, b) triple of 0..255 integers: fix the palette"
                 )
-        dontcare_ids = tuple(int(i) for i in self.dontcare_raw_ids)
         if dontcare_ids and not self.contain_dontcare_label:
             raise ValueError(
                 f"label set '{self.name}' lists don't-care raw ids {dontcare_ids} but "
@@ -114,7 +136,7 @@ class LabelSet:
         object.__setattr__(self, "class_names", names)
         object.__setattr__(self, "palette", palette)
         object.__setattr__(self, "dontcare_raw_ids", dontcare_ids)
-        object.__setattr__(self, "raw_id_offset", int(self.raw_id_offset))
+        object.__setattr__(self, "raw_id_offset", offset)
         object.__setattr__(self, "contain_dontcare_label", bool(self.contain_dontcare_label))
         object.__setattr__(self, "use_instance", bool(self.use_instance))
 

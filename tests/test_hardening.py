@@ -307,6 +307,21 @@ def test_pipeline_config_json_is_validated_naming_file_and_key(models, segmap, k
     assert_user_error(run(capsys, "synthesize", segmap, "--model", broken, "--out", tmp_path / "o"), pattern)
 
 
+def test_label_set_flags_must_be_real_booleans(models, segmap, capsys, tmp_path):
+    broken = copy_folder(models[V1], tmp_path / "labels")
+    index_path = broken / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["label_set"]["use_instance"] = "false"
+    index_path.write_text(json.dumps(index))
+    pattern = r"label set 'numbered-7': use_instance must be a boolean, got the string 'false': use true or false"
+    assert_user_error(run(capsys, "palette", broken), pattern)
+    assert_user_error(run(capsys, "synthesize", segmap, "--model", broken, "--out", tmp_path / "o"), pattern)
+    index["label_set"]["use_instance"] = False
+    index["label_set"]["palette"][2] = ["255", 0, 0]
+    index_path.write_text(json.dumps(index))
+    assert_user_error(run(capsys, "palette", broken), r"label set 'numbered-7': palette, .* must hold whole numbers")
+
+
 def test_constructors_refuse_wrong_types_and_absurd_sizes_before_allocating():
     with pytest.raises(ValueError, match="SPADEGenerator: use_vae must be a boolean, got the string 'false': pass use_vae=True"):
         SPADEGenerator(use_vae="false")
