@@ -166,14 +166,47 @@ def test_build_demo_rejects_pipe_and_model(pipe):
         build_demo(pipe, model="embedded")
 
 
-def test_unknown_model_offline_is_a_clear_error(pipe, monkeypatch):
+def test_registry_refuses_names_off_its_list_with_one_message(pipe):
     from spade_core.demo.app import ModelRegistry
 
+    registry = ModelRegistry({"custom": lambda: pipe, "other": lambda: pipe}, "custom")
+    assert registry.get("") is pipe and registry.get(None) is pipe and registry.get(" other ") is pipe
+    messages = set()
+    for hostile in ("nobody-spade-test/missing-model", "/etc", "../..", 3, ["custom"], {"name": "custom"}):
+        with pytest.raises(ValueError, match="unknown model: choose one of custom, other") as err:
+            registry.get(hostile)
+        messages.add(str(err.value))
+    assert messages == {"unknown model: choose one of custom, other"}
+
+
+def test_allow_listed_model_that_fails_to_load_is_one_generic_line(pipe, monkeypatch, caplog):
+    from spade_core.demo.app import ModelRegistry, _loader
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    registry = ModelRegistry("custom", pipe)
-    assert registry.get("") is pipe
-    with pytest.raises(FileNotFoundError, match="cache"):
-        registry.get("nobody-spade-test/missing-model")
+    registry = ModelRegistry({"custom": lambda: pipe, "remote": _loader("nobody-spade-test/missing-model")}, "custom")
+    with pytest.raises(ValueError, match="could not be loaded on this server") as err:
+        registry.get("remote")
+    assert "nobody-spade-test" not in str(err.value) and "cache" not in str(err.value)
+    assert "nobody-spade-test" in caplog.text, "the operator's log names the source"
+
+
+def test_allowed_models_names_and_defaults(pipe, tmp_path):
+    from spade_core.demo.app import allowed_models, models_from_text
+
+    table, default = allowed_models(models=["owner/name", tmp_path])
+    assert default == "embedded" and list(table) == ["embedded", "owner/name", str(tmp_path)]
+    assert table["embedded"] is None and table[str(tmp_path)] == tmp_path
+    table, default = allowed_models(model="landscape", models={"landscape": tmp_path, "hub": "owner/name"})
+    assert default == "landscape" and list(table) == ["landscape", "hub"], "names hide the sources"
+    table, default = allowed_models(pipe, models=["embedded"])
+    assert table[default] is pipe and list(table) == [default, "embedded"]
+    assert models_from_text(" a/b , land=/srv/x,, embedded") == {"a/b": "a/b", "land": "/srv/x", "embedded": "embedded"}
+    with pytest.raises(ValueError, match="NAME=SOURCE"):
+        models_from_text("land=")
+    with pytest.raises(ValueError, match="pipe or model"):
+        allowed_models(pipe, model="embedded")
+    with pytest.raises(ValueError, match="given twice"):
+        allowed_models(models={"a": "x/y", " a": "z/w"})
 
 
 @pytest.fixture(scope="module")
@@ -183,23 +216,31 @@ def pipe_folder(pipe, tmp_path_factory):
     return folder
 
 
-def test_model_registry_loads_a_pipeline_folder(pipe, pipe_folder):
-    from spade_core.demo.app import ModelRegistry
+def test_model_registry_loads_an_allow_listed_folder(pipe, pipe_folder):
+    from spade_core.demo.app import ModelRegistry, _loader
 
-    registry = ModelRegistry("custom", pipe, capacity=1)
-    loaded = registry.get(f" {pipe_folder} ")
+    registry = ModelRegistry({"custom": lambda: pipe, "folder": _loader(str(pipe_folder))}, "custom", capacity=1)
+    loaded = registry.get(" folder ")
     assert loaded is not pipe and loaded.label_set == pipe.label_set
-    assert registry.get(str(pipe_folder)) is loaded, "loaded pipelines are kept"
+    assert registry.get("folder") is loaded, "loaded pipelines are kept"
     assert registry.get(None) is pipe
+    with pytest.raises(ValueError, match="unknown model"):
+        registry.get(str(pipe_folder))
 
 
 @needs_gradio
 def test_space_app_builds_unchanged(pipe_folder, monkeypatch):
     import gradio as gr
 
-    monkeypatch.setenv("SPADE_MODEL", str(pipe_folder))
+    monkeypatch.setenv("SPADE_MODEL", "tiny")
+    monkeypatch.setenv("SPADE_MODELS", f"tiny={pipe_folder}, embedded")
+    monkeypatch.setenv("SPADE_MAX_FILE_SIZE", "2mb")
     namespace = runpy.run_path(str(SPACE / "app.py"))
-    assert isinstance(namespace["demo"], gr.Blocks)
+    demo = namespace["demo"]
+    assert isinstance(demo, gr.Blocks)
+    dropdowns = [c for c in demo.blocks.values() if isinstance(c, gr.Dropdown) and c.label == "Model"]
+    assert [value for _, value in dropdowns[0].choices] == ["tiny", "embedded"]
+    assert str(pipe_folder) not in str(demo.config), "the page shows the public name, not the server folder"
     front_matter = (SPACE / "README.md").read_text(encoding="utf-8").split("---")[1]
     for line in ("sdk: gradio", "app_file: app.py", f"sdk_version: {gr.__version__}"):
         assert line in front_matter
