@@ -44,7 +44,6 @@ __all__ = [
     "FolderDataset",
     "pair_files",
     "collect_files",
-    "resolve_label_set",
     "custom_label_set",
 ]
 
@@ -57,11 +56,6 @@ MAX_LISTED = 10  # names listed in a pairing error
 def _natural_key(text: str) -> list:
     """Sort key that orders 'img2' before 'img10', as the reference's natural sort does."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
-
-
-def resolve_label_set(label_set: str | LabelSet) -> LabelSet:
-    """A LabelSet from a registered name or an existing LabelSet."""
-    return get_label_set(label_set)
 
 
 def _dontcare_fill(label_set: LabelSet) -> int:
@@ -94,7 +88,7 @@ class SegmapDataset(Dataset):
         seed: int | None = None,
         unknown: str = "error",
     ) -> None:
-        self.label_set = resolve_label_set(label_set)
+        self.label_set = get_label_set(label_set)
         self.label_set.raw_to_labels(torch.zeros(0, dtype=torch.int64), unknown=unknown)  # checks `unknown` now
         self.preprocess = preprocess
         self.use_instance = use_instance
@@ -346,7 +340,7 @@ class COCOStuffDataset(PairedFilesDataset):
         unknown: str = "error",
         max_dataset_size: int | None = None,
     ) -> None:
-        labels = resolve_label_set(label_set)
+        labels = get_label_set(label_set)
         use_instance = labels.use_instance if use_instance is None else use_instance
         phase = _reference_split(split, self.SPLITS)
         root = Path(root)
@@ -422,7 +416,7 @@ class CityscapesDataset(PairedFilesDataset):
         unknown: str = "error",
         max_dataset_size: int | None = None,
     ) -> None:
-        labels = resolve_label_set(label_set)
+        labels = get_label_set(label_set)
         use_instance = labels.use_instance if use_instance is None else use_instance
         phase = _reference_split(split, self.SPLITS)
         root = Path(root)

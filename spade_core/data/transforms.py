@@ -13,23 +13,24 @@ crops and flips; without a seed they use Python's global `random` module as the 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
+
+from spade_core.registry import DATASETS, Preprocessing
 
 __all__ = [
     "PREPROCESS_MODES",
     "PreprocessConfig",
     "TransformParams",
     "draw_params",
-    "transform_image",
-    "transform_map",
     "image_to_tensor",
     "map_to_array",
     "preset_preprocess",
-    "with_train",
+    "transform_image",
+    "transform_map",
 ]
 
 # The reference's --preprocess_mode choices; "crop" in a name means a square crop of crop_size.
@@ -130,14 +131,19 @@ def _round_to_base(side: int, base: int = NONE_MODE_BASE) -> int:
 
 
 def preset_preprocess(name: str, is_train: bool = True) -> PreprocessConfig:
-    """The reference's preprocessing defaults for a dataset (ade20k, coco, cityscapes, custom).
+    """The reference's preprocessing for a registered dataset (spade_core.registry), else the custom defaults.
 
-    ADE20K / COCO-Stuff / custom folders: resize to 286 (256 at test time) and crop 256.
-    Cityscapes: 'fixed' 512 x 256. Unknown names get the custom-dataset defaults.
+    Custom folders (the reference's custom dataset): resize to 286 (256 at test time) and crop 256.
     """
-    if name == "cityscapes":
-        return PreprocessConfig("fixed", load_size=512, crop_size=512, aspect_ratio=2.0, is_train=is_train)
-    return PreprocessConfig("resize_and_crop", load_size=286 if is_train else 256, crop_size=256, is_train=is_train)
+    entry = DATASETS.get(str(name).lower())
+    prep = entry.preprocessing if entry is not None else Preprocessing()
+    return PreprocessConfig(
+        prep.mode,
+        load_size=prep.load_size(is_train),
+        crop_size=prep.crop_size,
+        aspect_ratio=prep.aspect_ratio,
+        is_train=is_train,
+    )
 
 
 @dataclass(frozen=True)
@@ -226,8 +232,3 @@ def transform_map(
     """
     out = _geometry(img, config, params, Image.Resampling.NEAREST, fill)
     return torch.from_numpy(map_to_array(out)).unsqueeze(0)
-
-
-def with_train(config: PreprocessConfig, is_train: bool) -> PreprocessConfig:
-    """A copy of config with is_train set (flips on only in training)."""
-    return replace(config, is_train=is_train)

@@ -23,6 +23,7 @@ from ..images import MAX_SIDE
 from ..losses import GAN_MODES
 from ..models.generator import UPSAMPLING_LAYERS, latent_size
 from ..models.presets import available_presets, preset_options
+from ..registry import DATASETS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULE_UNITS = ("epoch", "step")
@@ -180,8 +181,12 @@ class TrainConfig:
         opts = preset_options(name)
         changes = {k: opts[k] for k in _PRESET_FIELDS if k in opts}
         changes["preset"] = name
-        if name == "cityscapes":
-            changes.update(preprocess_mode="fixed", load_size=opts["crop_size"])
+        entry = DATASETS.get(name.lower())
+        if entry is not None:
+            prep = entry.preprocessing
+            derived = "crop" in prep.mode and prep.load_size_train == round(prep.crop_size * LOAD_TO_CROP)
+            load_size = None if derived else prep.load_size_train
+            changes.update(preprocess_mode=prep.mode, load_size=load_size)
         return self.updated(changes)
 
     def check_values(self) -> TrainConfig:

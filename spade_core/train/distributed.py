@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 
+from ..devices import resolve_device
 from ..models.layers import ReferenceSyncBatchNorm2d
 
 
@@ -45,19 +46,6 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
-def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """``device`` as a torch.device; None picks CUDA (this rank's GPU) when available, else CPU."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for but CUDA is not available: pass --device cpu")
-        if resolved.index is None:
-            resolved = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return resolved
-
-
 def setup_distributed(device: str | None = None) -> DistributedContext:
     """Read the launcher's environment and join the process group when the world is larger than one.
 
@@ -66,7 +54,8 @@ def setup_distributed(device: str | None = None) -> DistributedContext:
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
-    resolved = resolve_device(device, local_rank)
+    # Training picks CUDA when present, else the CPU (MPS only when asked for by name).
+    resolved = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"), local_rank)
     owns = False
     if world_size > 1 and not dist.is_initialized():
         if resolved.type == "cuda":
