@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,3 +209,31 @@ def test_converter_rejects_corrupt_checkpoint(tmp_path):
         convert_nvlabs_checkpoint(tmp_path, opt_file=src / "opt.txt")
     with pytest.raises(FileNotFoundError, match="latest_net_G.pth"):
         convert_nvlabs_checkpoint(src.parent, preset="ade20k")
+
+
+def test_presets_are_the_registry_entries_and_register_preset_adds_one():
+    from spade_core.models.presets import PRESETS, available_presets, preset_options, register_preset
+    import spade_core
+    from spade_core.registry import DATASETS
+
+    assert set(DATASETS) <= set(available_presets())
+    for name, entry in DATASETS.items():
+        assert {k: preset_options(name)[k] for k in entry.network} == entry.network
+    # The landscape preset builds the embedded model's networks exactly (same config, same parameter count).
+    folder = Path(spade_core.__file__).parent / "assets" / "embedded"
+    for cls, sub in ((SPADEGenerator, "generator"), (SPADEEncoder, "encoder")):
+        with torch.device("meta"):
+            ours = cls.from_preset("landscape")
+            stored = cls.from_config(json.loads((folder / sub / "config.json").read_text()))
+        assert _count(ours) == _count(stored) > 0
+        assert [k for k in ours.state_dict()] == [k for k in stored.state_dict()]
+    register_preset("tiny-test-preset", {"label_nc": 7, "no_instance": True, "contain_dontcare_label": False, "ngf": 4})
+    try:
+        assert "tiny-test-preset" in available_presets()
+        with torch.device("meta"):
+            gen = SPADEGenerator.from_preset("tiny-test-preset")
+        assert (gen.config.label_nc, gen.config.ngf, gen.config.use_instance) == (7, 4, False)
+    finally:
+        PRESETS._added.pop("tiny-test-preset")
+    with pytest.raises(ValueError, match="unknown preset 'nope': choose one of .*cityscapes, coco, landscape"):
+        preset_options("nope")

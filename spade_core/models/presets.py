@@ -1,6 +1,7 @@
 """Reference configurations by name, and the translation of reference options to typed arguments.
 
-Presets are written in the reference's option names (``norm_G``, ``no_instance``, ...) because
+The presets' network options live in ``spade_core.registry`` (one entry per dataset); they are
+written in the reference's option names (``norm_G``, ``no_instance``, ...) because
 that is how the paper's runs are specified; this module is the boundary where those strings
 become typed constructor arguments. Nothing else in the models parses option strings.
 """
@@ -8,8 +9,10 @@ become typed constructor arguments. Nothing else in the models parses option str
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..registry import DATASETS
 from .layers import parse_plain_norm, parse_spade_norm
 
 # Options shared by all the paper's runs (the reference's defaults for SPADE training).
@@ -31,42 +34,44 @@ _REFERENCE_DEFAULTS: dict[str, Any] = {
     "init_variance": 0.02,
 }
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # ADE20K: 150 classes + don't-care (raw 0), no instance maps, 256x256.
-    "ade20k": {"label_nc": 150, "contain_dontcare_label": True, "no_instance": True},
-    # COCO-Stuff: 182 classes + don't-care (raw 255), instance maps, 256x256.
-    "coco": {"label_nc": 182, "contain_dontcare_label": True, "no_instance": False},
-    # Cityscapes: 35 label ids, instance maps, 512x256 with one extra upsampling.
-    "cityscapes": {
-        "label_nc": 35,
-        "contain_dontcare_label": False,
-        "no_instance": False,
-        "crop_size": 512,
-        "aspect_ratio": 2.0,
-        "num_upsampling_layers": "more",
-    },
-    # The embedded landscape painter (spade_core/assets/embedded): 10 painting classes, a style
-    # encoder, 128x128, ngf 16 so that its float16 weights stay under 30 MB.
-    "landscape": {
-        "label_nc": 10,
-        "contain_dontcare_label": False,
-        "no_instance": True,
-        "crop_size": 128,
-        "ngf": 16,
-        "ndf": 32,
-        "use_vae": True,
-    },
-}
+
+class _Presets(Mapping[str, dict[str, Any]]):
+    """Preset name -> reference options: every ``spade_core.registry`` entry's ``network``, then
+    the presets added with ``register_preset`` (which may also override a registry entry)."""
+
+    def __init__(self) -> None:
+        self._added: dict[str, dict[str, Any]] = {}
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        if name in self._added:
+            return dict(self._added[name])
+        if name in DATASETS:
+            return dict(DATASETS[name].network)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(set(DATASETS) | set(self._added)))
+
+    def __len__(self) -> int:
+        return len(set(DATASETS) | set(self._added))
+
+    def add(self, name: str, options: dict[str, Any]) -> None:
+        """Register ``options`` under ``name``."""
+        self._added[name] = dict(options)
+
+
+PRESETS = _Presets()
 
 _TYPED_ALIASES = {"use_instance": lambda v: {"no_instance": not v}}
 
 
 def register_preset(name: str, options: dict[str, Any]) -> None:
     """Add a named configuration (reference option names; unspecified ones take the defaults)."""
-    PRESETS[name] = dict(options)
+    PRESETS.add(name, options)
 
 
 def available_presets() -> list[str]:
+    """Names of every preset: the registry's datasets and those added with ``register_preset``."""
     return sorted(PRESETS)
 
 
