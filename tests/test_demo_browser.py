@@ -65,7 +65,7 @@ def tiny_pipeline():
 def server():
     from spade_core.demo import build_demo
 
-    demo = build_demo(tiny_pipeline())
+    demo = build_demo(tiny_pipeline(), models={"tiny-2": tiny_pipeline()})
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -216,14 +216,21 @@ def test_uploaded_segmap_is_what_the_model_reads(page, tmp_path):
     page.screenshot(path=tmp_path / "uploaded.png", full_page=True)
 
 
-def test_unknown_model_offline_shows_a_message(page, tmp_path):
+def test_model_picker_offers_only_the_allow_list(page, tmp_path):
     box = page.locator("#spade-model input")
-    box.fill("nobody-spade-test/missing-model")
+    box.click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    names = sorted(text.split("\n")[-1].strip() for text in options.all_inner_texts())  # the chosen one has a tick
+    assert names == ["custom", "tiny-2"], "the operator's models, nothing else"
+    page.get_by_role("option", name="tiny-2").click()
+    page.locator("#spade-load").click()
+    page.wait_for_function("() => document.querySelector('#spade-status')?.innerText.includes('tiny-2')")
+    box.fill("/etc")
     box.press("Enter")
     page.locator("#spade-load").click()
-    toast = page.get_by_text("could not load model").first
-    toast.wait_for()
-    assert "nobody-spade-test/missing-model" in toast.inner_text()
-    page.wait_for_timeout(800)  # let the toast finish fading in
-    page.screenshot(path=tmp_path / "model_error.png")
+    page.wait_for_timeout(1500)
+    assert "/etc" not in page.locator("#spade-status").inner_text()
+    assert page.locator("#spade-model input").input_value() in ("custom", "tiny-2", "")
+    page.screenshot(path=tmp_path / "model_picker.png")
     assert not page.outside_requests, f"the page fetched from outside the server: {page.outside_requests[:3]}"
