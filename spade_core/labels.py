@@ -8,6 +8,7 @@ consumes an instance-edge channel. It travels with the weights (a pipeline folde
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, fields
 from functools import cached_property
@@ -17,10 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from .registry import entry_for_class_count
+
 __all__ = [
     "LabelSet",
     "available_label_sets",
+    "check_label_set",
+    "fit_label_set",
+    "generic_label_set",
     "get_label_set",
+    "matching_label_set",
+    "numbered_color",
+    "numbered_label_set",
     "register_label_set",
 ]
 
@@ -413,3 +422,103 @@ def register_label_set(label_set: LabelSet, overwrite: bool = False) -> None:
             "choose another name or pass overwrite=True"
         )
     _REGISTRY[key] = label_set
+
+
+# ----------------------------------------------------------------------------- numbered classes and models
+
+
+def numbered_color(index: int) -> tuple[int, int, int]:
+    """A well-separated colour per index: the bits of index+1 spread over R, G, B from the top bit down.
+
+    (index+1 so that class 0 is not black; saved model_index.json files hold these colours.)
+    """
+    r = g = b = 0
+    code = index + 1
+    for bit in range(7, -1, -1):
+        r |= (code & 1) << bit
+        g |= ((code >> 1) & 1) << bit
+        b |= ((code >> 2) & 1) << bit
+        code >>= 3
+    return r, g, b
+
+
+def numbered_label_set(
+    label_nc: int,
+    *,
+    contain_dontcare_label: bool = False,
+    dontcare_raw_ids: tuple[int, ...] = (),
+    use_instance: bool = False,
+    name: str | None = None,
+) -> LabelSet:
+    """Classes ``class_0..`` (raw id k is class k) with ``numbered_color`` colours: for models and data without names."""
+    if isinstance(label_nc, bool) or not isinstance(label_nc, (int, np.integer)) or label_nc < 1:
+        raise ValueError(f"label_nc must be at least 1, got {label_nc!r}: pass the number of classes")
+    ids = tuple(int(i) for i in dontcare_raw_ids)
+    dontcare = f"; raw {', '.join(map(str, ids))} is don't-care" if ids else ""
+    return LabelSet(
+        name=name or f"numbered-{label_nc}",
+        class_names=tuple(f"class_{i}" for i in range(label_nc)),
+        palette=tuple(numbered_color(i) for i in range(label_nc)),
+        contain_dontcare_label=contain_dontcare_label,
+        use_instance=use_instance,
+        dontcare_raw_ids=ids,
+        description=f"{label_nc} numbered classes (no names known); raw id k is class k{dontcare}",
+    )
+
+
+def generic_label_set(
+    label_nc: int, contain_dontcare_label: bool, use_instance: bool, name: str | None = None
+) -> LabelSet:
+    """Numbered classes for a model; raw 255 is don't-care when it has that channel (as the reference's loader)."""
+    ids = (255,) if contain_dontcare_label and label_nc < 255 else ()
+    return numbered_label_set(
+        label_nc, contain_dontcare_label=contain_dontcare_label, dontcare_raw_ids=ids, use_instance=use_instance, name=name
+    )
+
+
+def fit_label_set(label_set: LabelSet, contain_dontcare_label: bool, use_instance: bool) -> LabelSet:
+    """``label_set`` with a model's don't-care / instance flags (the classes stay)."""
+    if (label_set.contain_dontcare_label, label_set.use_instance) == (contain_dontcare_label, use_instance):
+        return label_set
+    return dataclasses.replace(
+        label_set,
+        contain_dontcare_label=contain_dontcare_label,
+        use_instance=use_instance,
+        dontcare_raw_ids=label_set.dontcare_raw_ids if contain_dontcare_label else (),
+    )
+
+
+def matching_label_set(generator: Any, name: str | None = None) -> LabelSet:
+    """The label set for ``generator`` (a SPADEGenerator or anything with its ``config``): ``name`` if given,
+    else the built-in set of the paper dataset with its class count, else numbered classes.
+
+    The don't-care and instance flags are taken from the generator, so the one-hot layout fits.
+    """
+    cfg = generator.config
+    if name is not None:
+        label_set = get_label_set(name)
+        if label_set.label_nc != cfg.label_nc:
+            raise ValueError(
+                f"label set '{label_set.name}' has {label_set.label_nc} classes but the model has label_nc "
+                f"{cfg.label_nc}: pick a label set with {cfg.label_nc} classes (built in: "
+                f"{', '.join(available_label_sets())}) or omit it for numbered classes"
+            )
+    else:
+        entry = entry_for_class_count(cfg.label_nc)
+        if entry is None:
+            return generic_label_set(cfg.label_nc, cfg.contain_dontcare_label, cfg.use_instance)
+        label_set = get_label_set(entry.label_set)
+    return fit_label_set(label_set, cfg.contain_dontcare_label, cfg.use_instance)
+
+
+def check_label_set(label_set: LabelSet, generator: Any) -> None:
+    """Raise a ValueError when ``label_set``'s classes or flags do not fit ``generator``'s one-hot input."""
+    cfg = generator.config
+    ours = (label_set.label_nc, label_set.contain_dontcare_label, label_set.use_instance)
+    theirs = (cfg.label_nc, cfg.contain_dontcare_label, cfg.use_instance)
+    if ours != theirs:
+        raise ValueError(
+            f"label set '{label_set.name}' (classes {ours[0]}, don't-care {ours[1]}, instance {ours[2]}) does not fit "
+            f"the generator (label_nc {theirs[0]}, don't-care {theirs[1]}, instance {theirs[2]}): pass the label set "
+            "the model was trained with, or spade_core.pipeline.matching_label_set(generator)"
+        )

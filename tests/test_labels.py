@@ -199,3 +199,34 @@ def test_registry(monkeypatch):
         register_label_set(other)
     register_label_set(other, overwrite=True)
     assert get_label_set("tiny") is other
+
+
+def test_one_numbered_label_set_for_models_and_custom_data():
+    from types import SimpleNamespace
+
+    from spade_core.data import custom_label_set
+    from spade_core.labels import generic_label_set, matching_label_set, numbered_color, numbered_label_set
+
+    # The colours saved in users' model_index.json files: index+1's bits spread over R, G, B (class 0 not black).
+    assert [numbered_color(i) for i in range(4)] == [(128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
+    assert numbered_color(7) == (64, 0, 0)
+    assert len({numbered_color(i) for i in range(255)}) == 255
+    model = generic_label_set(5, True, False)
+    data = custom_label_set(5, contain_dontcare_label=True)
+    assert model.palette == data.palette == numbered_label_set(5).palette
+    assert model.class_names == data.class_names == ("class_0", "class_1", "class_2", "class_3", "class_4")
+    assert model.dontcare_raw_ids == data.dontcare_raw_ids == (255,)
+    assert data.name == "custom" and model.name == "numbered-5"
+    assert custom_label_set(3, dontcare_id=0).dontcare_raw_ids == (0,)
+    assert generic_label_set(300, True, False).dontcare_raw_ids == ()  # 255 is a class there
+    assert data.raw_to_labels(np.array([[0, 4, 255]])).tolist() == [[0, 4, 5]]
+    with pytest.raises(ValueError, match="label_nc must be at least 1, got 0: pass the number of classes"):
+        custom_label_set(0)
+    # A model's label set: the paper dataset with its class count (from spade_core.registry), else numbered.
+    cfg = SimpleNamespace(config=SimpleNamespace(label_nc=150, contain_dontcare_label=True, use_instance=True))
+    ade = matching_label_set(cfg)
+    assert ade.name == "ade20k" and ade.use_instance and ade.contain_dontcare_label
+    cfg.config.label_nc = 10  # the landscape set is not a paper dataset: numbered unless named
+    assert matching_label_set(cfg).name == "numbered-10"
+    cfg.config.contain_dontcare_label = False
+    assert matching_label_set(cfg, "landscape").name == "landscape"

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from spade_core.data.transforms import PreprocessConfig, draw_params, preset_preprocess, transform_image, transform_map
 from spade_core.images import open_image
-from spade_core.labels import LabelSet, get_label_set
+from spade_core.labels import LabelSet, get_label_set, numbered_label_set
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -447,21 +447,6 @@ class CityscapesDataset(PairedFilesDataset):
         )
 
 
-def _palette(n: int) -> tuple[tuple[int, int, int], ...]:
-    """n distinct colours from the PASCAL VOC bit-interleaving colour map (class 0 is black)."""
-    colors = []
-    for index in range(n):
-        r = g = b = 0
-        code = index
-        for shift in range(7, -1, -1):
-            r |= (code & 1) << shift
-            g |= ((code >> 1) & 1) << shift
-            b |= ((code >> 2) & 1) << shift
-            code >>= 3
-        colors.append((r, g, b))
-    return tuple(colors)
-
-
 def custom_label_set(
     label_nc: int,
     *,
@@ -470,24 +455,21 @@ def custom_label_set(
     use_instance: bool = False,
     name: str = "custom",
 ) -> LabelSet:
-    """A LabelSet for a user's own raw ids 0..label_nc-1 (classes named class_0, class_1, ...).
+    """A LabelSet for a user's own raw ids 0..label_nc-1 (``spade_core.labels.numbered_label_set``'s classes and colours).
 
     `dontcare_id` is the raw id read as don't-care; it implies a don't-care class. A don't-care
     class without an id reads 255 as don't-care, as the reference's custom dataset does.
     """
-    if label_nc < 1:
-        raise ValueError(f"label_nc must be at least 1, got {label_nc}: pass the number of classes")
     if dontcare_id is not None:
         contain_dontcare_label = True
     elif contain_dontcare_label:
         dontcare_id = 255
-    return LabelSet(
-        name=name,
-        class_names=tuple(f"class_{i}" for i in range(label_nc)),
-        palette=_palette(label_nc),
+    return numbered_label_set(
+        label_nc,
         contain_dontcare_label=contain_dontcare_label,
-        use_instance=use_instance,
         dontcare_raw_ids=() if dontcare_id is None else (int(dontcare_id),),
+        use_instance=use_instance,
+        name=name,
     )
 
 
