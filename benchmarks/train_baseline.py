@@ -12,10 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import spade_core.train.trainer as trainer_module  # noqa: E402
-from baselines import matched_baseline  # noqa: E402
-from spade_core.train import builders  # noqa: E402
-from spade_core.train.command import main  # noqa: E402
+from baselines import matched_baseline
+
+import spade_core.train.trainer as trainer_module
+from spade_core.cli import main
+from spade_core.train import builders
 
 
 def _build_with_baseline(config, label_set):
@@ -29,4 +30,4 @@ def _build_with_baseline(config, label_set):
 
 if __name__ == "__main__":
     trainer_module.build_networks = _build_with_baseline
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

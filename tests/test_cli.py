@@ -19,6 +19,7 @@ from spade_core.labels import LabelSet, get_label_set
 from spade_core.models import MultiscaleDiscriminator, SPADEGenerator
 from spade_core.pipeline import SPADEPipeline
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "segmaps"
 V1 = "v1_normal_syncbatch_dontcare"
 V3 = "v3_vae_encoder_spadeinstance_64x256"
 
@@ -246,3 +247,25 @@ def test_user_errors_print_one_line_and_exit_2(coco_model, converted, capsys, tm
         run(capsys, "convert-nvlabs", NVLABS / V1, "--opt", NVLABS / V1 / "opt.txt", "--label-set", "coco", "--out", tmp_path / "c"),
         "182 classes but the model has label_nc 7",
     )
+
+
+def test_demo_flags_reach_launch_demo(capsys, monkeypatch):
+    import spade_core.demo
+
+    seen = {}
+    monkeypatch.setattr(spade_core.demo, "launch_demo", lambda **kw: seen.update(kw))
+    code, _, _ = run(capsys, "demo", "--allow-model", "a/b", "--allow-model", "./m", "--max-file-size", "2mb",
+                     "--max-pixels", "1000000")
+    assert code == 0
+    assert seen["models"] == ["a/b", "./m"] and seen["max_file_size"] == "2mb" and seen["max_pixels"] == 1_000_000
+    assert seen["model"] is None and seen["host"] == "127.0.0.1"
+
+
+def test_segmap_folder_leaves_photos_beside_label_maps_out(capsys, tmp_path):
+    folder = tmp_path / "layouts"
+    folder.mkdir()
+    for name in ("landscape_1.png", "landscape_1_render.jpg"):
+        (folder / name).write_bytes((EXAMPLES / name).read_bytes())
+    code, _, err = run(capsys, "synthesize", folder, "--seed", "0", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["landscape_1.png"]

@@ -19,8 +19,9 @@ from conftest import NVLABS
 from PIL import Image, PngImagePlugin
 from safetensors.torch import load_file, save_file
 
-from spade_core import cli
+from spade_core.cli import labels as palette_command
 from spade_core.cli import main
+from spade_core.cli import synthesize as synthesize_command
 from spade_core.labels import get_label_set
 from spade_core.models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
 from spade_core.models.validation import (
@@ -387,39 +388,39 @@ def test_missing_extras_memory_and_network_failures_are_one_line(capsys, monkeyp
     def missing(text):
         raise ModuleNotFoundError("No module named 'datasets'", name="datasets")
 
-    monkeypatch.setattr(cli, "_read_label_set", missing)
+    monkeypatch.setattr(palette_command, "read_label_set", missing)
     assert_user_error(run(capsys, "palette", "ade20k"), r"spade palette needs the datasets library, which is not installed here: pip install 'spade\[train\]'")
 
     def out_of_memory(text):
         raise MemoryError()
 
-    monkeypatch.setattr(cli, "_read_label_set", out_of_memory)
+    monkeypatch.setattr(palette_command, "read_label_set", out_of_memory)
     assert_user_error(run(capsys, "palette", "ade20k"), r"out of memory during spade palette")
 
     def cpu_allocator(text):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes")
 
-    monkeypatch.setattr(cli, "_read_label_set", cpu_allocator)
+    monkeypatch.setattr(palette_command, "read_label_set", cpu_allocator)
     assert_user_error(run(capsys, "palette", "ade20k"), r"out of memory during spade palette .*can't allocate memory")
 
     def bug(text):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
-    monkeypatch.setattr(cli, "_read_label_set", bug)
+    monkeypatch.setattr(palette_command, "read_label_set", bug)
     with pytest.raises(RuntimeError, match="shapes"):  # other runtime errors are bugs: shown in full
         main(["palette", "ade20k"])
 
     def ours(text):
         raise ImportError("cannot import name 'x' from 'spade_core.labels'", name="spade_core.labels")
 
-    monkeypatch.setattr(cli, "_read_label_set", ours)
+    monkeypatch.setattr(palette_command, "read_label_set", ours)
     with pytest.raises(ImportError):  # a broken installation of our own code is a bug, shown in full
         main(["palette", "ade20k"])
 
     def offline(*args, **kwargs):
         raise requests.exceptions.ConnectionError("Failed to establish a new connection")
 
-    monkeypatch.setattr(cli, "_load_pipeline", offline)
+    monkeypatch.setattr(synthesize_command, "load_pipeline", offline)
     assert_user_error(
         run(capsys, "synthesize", segmap, "--out", tmp_path / "o"),
         r"could not be reached .*check the connection and retry",

@@ -18,11 +18,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from spade_core.cli import main as spade_main
+from spade_core.cli.train import add_arguments as add_train_arguments
+from spade_core.cli.train import resolve_config
 from spade_core.labels import get_label_set
 from spade_core.train import TrainConfig, load_run_networks
 from spade_core.train import checkpoint as ckpt
 from spade_core.train.builders import lr_factor
-from spade_core.train.command import add_train_arguments, resolve_config, run_train
 from spade_core.train.distributed import DistributedContext, ResumableDistributedSampler
 from spade_core.train.logging import read_metrics
 from spade_core.train.trainer import Trainer, collate
@@ -90,11 +92,11 @@ def test_config_errors_name_the_problem():
 def test_cli_precedence_and_print_config(tmp_path, capsys):
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text(json.dumps({"ngf": 16, "lr": 0.001}))
-    args = parse(["--preset", "coco", "--config", str(cfg_file), "--ngf", "8", "--set", "num_D=3", "--no-ema",
-                  "--data", "d", "--format", "coco", "--print-config"])
-    cfg = resolve_config(args)
+    argv = ["--preset", "coco", "--config", str(cfg_file), "--ngf", "8", "--set", "num_D=3", "--no-ema",
+            "--data", "d", "--format", "coco", "--print-config"]
+    cfg = resolve_config(parse(argv))
     assert (cfg.ngf, cfg.lr, cfg.num_D, cfg.ema_decay, cfg.preset, cfg.data_root) == (8, 0.001, 3, None, "coco", "d")
-    assert run_train(args) == 0
+    assert spade_main(["train", *argv]) == 0
     assert "ngf: 8  # generator width" in capsys.readouterr().out
 
 
@@ -222,9 +224,9 @@ def test_missing_vgg_weights_offline_is_a_one_line_error(tmp_path, monkeypatch, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("SPADE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    args = parse(["--data", str(COCO), "--format", "coco", "--out", str(tmp_path / "r"), "--ngf", "2", "--ndf", "4",
-                  "--crop-size", "32", "--set", "spade_hidden_nc=8", "--num-workers", "0"])
-    assert run_train(args) == 2
+    argv = ["--data", str(COCO), "--format", "coco", "--out", str(tmp_path / "r"), "--ngf", "2", "--ndf", "4",
+            "--crop-size", "32", "--set", "spade_hidden_nc=8", "--num-workers", "0"]
+    assert spade_main(["train", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("spade: error:") and "--no-vgg" in err and err.count("\n") == 1
 

@@ -3,7 +3,6 @@ checkpointing, corrupt checkpoints, strict config values and dataset files that 
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import struct
@@ -15,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+from spade_core.cli import main as spade_main
 from spade_core.data import build_dataset
 from spade_core.data.transforms import PreprocessConfig
 from spade_core.train import TrainConfig, builders
 from spade_core.train import checkpoint as ckpt
-from spade_core.train.command import add_train_arguments, run_train
 from spade_core.train.config import OptionError
 from spade_core.train.logging import read_metrics
 
@@ -47,7 +46,7 @@ def tiny_argv(out: Path, *extra: str, steps: int = 1) -> list[str]:
 
 def train(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run ``spade train`` in-process: (exit code, stdout, stderr)."""
-    code = run_train(add_train_arguments(argparse.ArgumentParser()).parse_args(argv))
+    code = spade_main(["train", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -68,7 +67,7 @@ def finished_run(tmp_path_factory) -> Path:
     """A run of 2 steps with checkpoints at steps 1 and 2 (copied by the tests that change it)."""
     out = tmp_path_factory.mktemp("runs") / "base"
     argv = tiny_argv(out, steps=2)
-    code = run_train(add_train_arguments(argparse.ArgumentParser()).parse_args(argv))
+    code = spade_main(["train", *argv])
     assert code == 0
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_0000001", "step_0000002"]
     return out

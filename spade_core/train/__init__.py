@@ -4,9 +4,8 @@ Imports flow one way: this package uses labels, segmap, data, models and losses,
 pipeline or cli.
 """
 
-from .checkpoint import latest_checkpoint, list_checkpoints, load_run_networks
-from .config import TrainConfig
-from .steps import LossSettings, discriminator_losses, generator_losses
+import importlib
+from typing import Any
 
 __all__ = [
     "LossSettings",
@@ -20,10 +19,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """Trainer is imported on first use (it pulls in the data package)."""
-    if name == "Trainer":
-        from .trainer import Trainer
+_HOMES = {
+    "LossSettings": "steps",
+    "TrainConfig": "config",
+    "Trainer": "trainer",
+    "discriminator_losses": "steps",
+    "generator_losses": "steps",
+    "latest_checkpoint": "checkpoint",
+    "list_checkpoints": "checkpoint",
+    "load_run_networks": "checkpoint",
+}
 
-        return Trainer
-    raise AttributeError(f"module 'spade_core.train' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    """Names are imported on first use, so reading TrainConfig (e.g. for `spade train --help`) stays cheap."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'spade_core.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

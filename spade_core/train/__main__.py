@@ -2,6 +2,6 @@
 
 import sys
 
-from .command import main
+from spade_core.cli import main
 
-sys.exit(main())
+sys.exit(main(["train", *sys.argv[1:]]))

@@ -20,9 +20,6 @@ from typing import Any
 from ..data.registry import available_formats
 from ..data.transforms import PREPROCESS_MODES
 from ..images import MAX_SIDE
-from ..losses import GAN_MODES
-from ..models.generator import UPSAMPLING_LAYERS, latent_size
-from ..models.presets import available_presets, preset_options
 from ..registry import DATASETS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -178,6 +175,8 @@ class TrainConfig:
 
     def with_preset(self, name: str) -> TrainConfig:
         """A copy whose network and preprocessing fields are those of model preset ``name``."""
+        from ..models.presets import preset_options
+
         opts = preset_options(name)
         changes = {k: opts[k] for k in _PRESET_FIELDS if k in opts}
         changes["preset"] = name
@@ -206,6 +205,8 @@ class TrainConfig:
                 problem = _int_problem(value, *DATASET_INT_OPTIONS[key])
                 if problem:
                     raise OptionError(f"{{dataset_options}}.{key} {problem}", "dataset_options")
+        from ..models.generator import UPSAMPLING_LAYERS, latent_size
+
         if min(latent_size(self.crop_size, self.aspect_ratio, self.num_upsampling_layers)) < 1:
             step = 2 ** UPSAMPLING_LAYERS[self.num_upsampling_layers]
             least = next(
@@ -271,17 +272,37 @@ _PRESET_FIELDS = (
 )
 
 
+# The networks and losses (and diffusers with them) are imported only when a value is checked,
+# so that reading the config's fields (`spade train --help`) stays cheap.
+def _gan_modes() -> tuple[str, ...]:
+    from ..losses import GAN_MODES
+
+    return tuple(GAN_MODES)
+
+
+def _upsampling_choices() -> tuple[str, ...]:
+    from ..models.generator import UPSAMPLING_LAYERS
+
+    return tuple(UPSAMPLING_LAYERS)
+
+
+def _preset_choices() -> tuple[str, ...]:
+    from ..models.presets import available_presets
+
+    return tuple(available_presets())
+
+
 def _choices(name: str) -> tuple[str, ...] | None:
     """The values a string field accepts, or None when any text goes."""
     table: dict[str, Callable[[], tuple[str, ...]]] = {
-        "gan_mode": lambda: tuple(GAN_MODES),
+        "gan_mode": _gan_modes,
         "precision": lambda: PRECISIONS,
         "schedule_unit": lambda: SCHEDULE_UNITS,
-        "num_upsampling_layers": lambda: tuple(UPSAMPLING_LAYERS),
+        "num_upsampling_layers": _upsampling_choices,
         "preprocess_mode": lambda: tuple(PREPROCESS_MODES),
         "init_type": lambda: INIT_TYPES,
         "format": lambda: tuple(available_formats()),
-        "preset": lambda: tuple(available_presets()),
+        "preset": _preset_choices,
     }
     return table[name]() if name in table else None
 

@@ -1,4 +1,4 @@
-"""``spade train``: command-line options -> TrainConfig -> Trainer.
+"""``spade train`` (and ``python -m spade_core.train``): command-line options -> TrainConfig -> Trainer.
 
 Precedence, lowest first: TrainConfig defaults, ``--preset``, the run's saved config (with
 ``--resume``), ``--config FILE``, ``--set KEY=VALUE``, then the dedicated flags. Only flags given
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from .config import (
+from ..train.config import (
     PRECISIONS,
     SCHEDULE_UNITS,
     OptionError,
@@ -24,8 +23,6 @@ from .config import (
     format_config,
     read_config_file,
 )
-
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 # flag dest -> TrainConfig field
 _FLAGS: dict[str, str] = {
@@ -74,7 +71,7 @@ FIELD_FLAGS: dict[str, str] = {
 }
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``spade train`` options to ``parser`` (every default is None: unset flags change nothing)."""
     add = parser.add_argument
     add("--data", metavar="DIR", help="dataset folder (not needed for --format synthetic)")
@@ -216,25 +213,13 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         raise ValueError(cli_message(err, sources)) from None
 
 
-def one_line(err: BaseException) -> str:
-    """An error's message on one line (a DataLoader worker's traceback reduced to its last line)."""
-    text = str(err)
-    if "\n" in text:
-        marker = f"{type(err).__name__}: "
-        last = [line for line in text.splitlines() if line.startswith(marker)]
-        if last:
-            text = last[-1][len(marker):]
-    return " ".join(text.split()) or type(err).__name__
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """Run ``spade train``; returns the exit code (2 with a one-line message for a user mistake).
+def run(args: argparse.Namespace) -> int:
+    """Run ``spade train``; a user mistake raises ValueError in the command line's words (flags, files).
 
     Nothing is written before every option, the run folder, the checkpoint to resume from, the
     dataset and the networks' memory have been checked: a refused command leaves the disk as it was.
     """
     sources: Sources = {}
-    trainer = None
     try:
         config, sources = _resolve(args)
         if args.print_config:
@@ -242,8 +227,8 @@ def run_train(args: argparse.Namespace) -> int:
             print(format_config(config), end="")
             return 0
         config.validate()
-        from .run_dir import plan_run
-        from .trainer import Trainer
+        from ..train.run_dir import plan_run
+        from ..train.trainer import Trainer
 
         plan = plan_run(
             config,
@@ -257,18 +242,7 @@ def run_train(args: argparse.Namespace) -> int:
         finally:
             trainer.close()
     except OptionError as err:
-        print(f"spade: error: {one_line(ValueError(cli_message(err, sources)))}", file=sys.stderr)
-        return 2
-    except USER_ERRORS as err:
-        print(f"spade: error: {one_line(err)}", file=sys.stderr)
-        return 2
+        raise ValueError(cli_message(err, sources)) from None
     if trainer.ctx.is_main:
         print(f"trained {result['step']} steps; run folder {result['run_dir']}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m spade_core.train ...`` (the same options as ``spade train``)."""
-    parser = argparse.ArgumentParser(prog="spade train", description="Train a SPADE model.")
-    add_train_arguments(parser)
-    return run_train(parser.parse_args(argv))
