@@ -1,54 +1,90 @@
-"""Training-step speed and peak memory: precision / memory-format / checkpointing variants side by side.
+"""Training-step speed and memory: dense SPADE vs per-pattern SPADE (and other variants), side by side.
 
-Each (size, variant) runs in a fresh process so peak memory is its own (CUDA: peak allocated
-tensor memory; CPU: peak resident set size of the process). One step = generator step +
-discriminator step + EMA update, on random label maps of the ADE20K label set (151 channels).
+One step = generator step + discriminator step + EMA update (no VGG loss), through the Trainer,
+on real layouts: the COCO-Stuff sample in ``tests/data/coco_stuff_sample`` (labels mapped onto
+the preset's label set, 255 -> don't-care, with their photos as targets). Each (preset, size,
+batch, variant) runs in a fresh process, one after another, so peaks are its own:
 
-    python benchmarks/train_step.py                       # CPU, small
-    python benchmarks/train_step.py --device cuda --sizes 256 --ngf 64 --batch-size 4
+* speed: timed steps after warm-up steps, and the ratio to the "dense" variant of the same row;
+* process peak: CUDA peak allocated tensor memory, or on CPU the peak resident set (VmHWM);
+* "above static": the peak minus what the process holds after the warm-up steps (weights,
+  gradients, optimizer state, EMA copy, imports), measured with freed heap returned to the OS
+  (``malloc_trim``) and the peak mark reset (``/proc/self/clear_refs``) before the timed steps,
+  i.e. the memory the steps themselves need (activations, temporaries).
+
+    python benchmarks/train_step.py                                   # ADE20K 256 (batch 1, 2), landscape 128
+    python benchmarks/train_step.py --runs ade20k:128:1 --variants dense,pattern,pattern+grad_ckpt
+    python benchmarks/train_step.py --device cuda --variants dense,pattern,dense+bf16,pattern+bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import dataclasses
 import json
 import multiprocessing as mp
-import resource
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "data" / "coco_stuff_sample"
 
 VARIANTS: dict[str, dict] = {
-    "fp32": {},
-    "channels_last": {"channels_last": True},
-    "bf16": {"precision": "bf16"},
-    "bf16+channels_last": {"precision": "bf16", "channels_last": True},
-    "fp16": {"precision": "fp16"},
-    "grad_ckpt": {"gradient_checkpointing": True},
+    "dense": {"pattern_spade": False},
+    "pattern": {"pattern_spade": True},
+    "dense+bf16": {"pattern_spade": False, "precision": "bf16"},
+    "pattern+bf16": {"pattern_spade": True, "precision": "bf16"},
+    "pattern+channels_last": {"pattern_spade": True, "channels_last": True},
+    "pattern+grad_ckpt": {"pattern_spade": True, "gradient_checkpointing": True},
 }
+DEFAULT_RUNS = "ade20k:256:1,ade20k:256:2,landscape:128:2"
 
 
-class RandomSegmaps:
-    """A fixed set of random blocky label maps and images at one size (an in-memory dataset)."""
+class CocoSample:
+    """The COCO-Stuff sample as an in-memory dataset for ``label_set`` at ``size`` x ``size``."""
 
-    def __init__(self, size: int, count: int, label_set) -> None:
+    def __init__(self, size: int, label_set) -> None:
+        import numpy as np
         import torch
+        import torch.nn.functional as F
+        from PIL import Image
 
-        gen = torch.Generator().manual_seed(0)
         self.label_set = label_set
-        self.use_instance = False
-        coarse = torch.randint(0, label_set.label_nc, (count, 1, size // 8, size // 8), generator=gen)
-        self.labels = coarse.repeat_interleave(8, 2).repeat_interleave(8, 3)
-        self.images = torch.rand(count, 3, size, size, generator=gen) * 2 - 1
+        self.use_instance = label_set.use_instance
+        self.items = []
+        for path in sorted((SAMPLE / "train_label").glob("*.png")):
+            raw = np.array(Image.open(path)).astype(np.int64)
+            dontcare = label_set.label_nc if label_set.contain_dontcare_label else 0
+            labels = torch.from_numpy(np.where(raw == 255, dontcare, raw % label_set.label_nc))
+            labels = F.interpolate(labels[None, None].float(), size=(size, size), mode="nearest")[0].long()
+            photo = Image.open(SAMPLE / "train_img" / f"{path.stem}.jpg").convert("RGB").resize((size, size))
+            image = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1).float() / 127.5 - 1
+            item = {"label": labels, "image": image, "path": str(path)}
+            inst_path = SAMPLE / "train_inst" / path.name
+            if self.use_instance and inst_path.is_file():
+                inst = torch.from_numpy(np.array(Image.open(inst_path)).astype(np.int64))[None, None].float()
+                item["instance"] = F.interpolate(inst, size=(size, size), mode="nearest")[0].long()
+            self.items.append(item)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        return {"label": self.labels[i], "image": self.images[i], "path": f"random://{i}"}
+        return self.items[i]
 
 
-def measure(args: dict, variant: str, queue) -> None:
-    """Child process: time ``steps`` training steps after ``warmup`` and report steps/s and peak MiB."""
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(args: dict, queue) -> None:
+    """Child process: warm-up steps, then timed steps; reports s/step, process peak and peak above static."""
+    import gc
     import tempfile
 
     import torch
@@ -61,37 +97,45 @@ def measure(args: dict, variant: str, queue) -> None:
     if args["threads"]:
         torch.set_num_threads(args["threads"])
     device = torch.device(args["device"])
-    data = RandomSegmaps(args["size"], args["batch_size"], get_label_set("ade20k"))
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(
-            format="synthetic", ngf=args["ngf"], ndf=args["ndf"], crop_size=args["size"], batch_size=args["batch_size"],
-            no_vgg=True, progress=False, tensorboard=False, out_dir=out, device=args["device"], num_workers=0,
-            **VARIANTS[variant],
+        cfg = TrainConfig(format="synthetic", out_dir=out).with_preset(args["preset"])
+        data = CocoSample(args["size"], get_label_set(args["preset"]))
+        options = dict(
+            crop_size=args["size"], batch_size=args["batch"], no_vgg=True, progress=False, tensorboard=False,
+            device=args["device"], num_workers=0, **VARIANTS[args["variant"]],
         )
+        cfg = dataclasses.replace(cfg, **options)
         trainer = Trainer(cfg, dataset=data)
-        batch = collate([data[i] for i in range(len(data))])
+        batches = [collate([data[(i * args["batch"] + j) % len(data)] for j in range(args["batch"])]) for i in range(4)]
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        for _ in range(args["warmup"]):
-            trainer.train_step(batch)
+        for i in range(args["warmup"]):
+            trainer.train_step(batches[i % len(batches)])
         sync()
+        gc.collect()
         if device.type == "cuda":
+            static = torch.cuda.memory_allocated() / 2**20
             torch.cuda.reset_peak_memory_stats()
+        else:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            static = _status_mib("VmRSS")
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         start = time.perf_counter()
-        for _ in range(args["steps"]):
-            trainer.train_step(batch)
+        for i in range(args["steps"]):
+            trainer.train_step(batches[i % len(batches)])
         sync()
         elapsed = time.perf_counter() - start
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    queue.put({"steps_per_s": args["steps"] / elapsed, "peak_mib": peak})
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _status_mib("VmHWM")
+        layout = trainer.generator.label_layout(trainer.prepare(batches[0])[0])
+        sizes = [(args["size"] >> s, args["size"] >> s) for s in range(trainer.generator.num_up + 1)]
+        sparse = [f"{h}" for h, w in sizes if layout.keys is not None and layout.plan((h, w), 3).sparse]
+    queue.put({"s_per_step": elapsed / args["steps"], "peak_mib": peak, "above_static_mib": peak - static,
+               "static_mib": static, "pattern_sizes": ",".join(sparse) or "-"})
 
 
-def run_variant(args: dict, variant: str) -> dict:
+def run_one(args: dict) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=measure, args=(args, variant, queue))
+    proc = ctx.Process(target=measure, args=(args, queue))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -102,40 +146,40 @@ def run_variant(args: dict, variant: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sizes", default="64,128", help="comma-separated crop sizes (multiples of 32)")
-    parser.add_argument("--ngf", type=int, default=16)
-    parser.add_argument("--ndf", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help="comma-separated preset:size:batch")
+    parser.add_argument("--variants", default="dense,pattern", help=f"comma-separated, first is the baseline: {', '.join(VARIANTS)}")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {', '.join(VARIANTS)}")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
     opts = parser.parse_args(argv)
     variants = [v for v in opts.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}: choose from {', '.join(VARIANTS)}")
-    results = []
-    print(f"device {opts.device}, ngf {opts.ngf}, ndf {opts.ndf}, batch {opts.batch_size}, {opts.steps} timed steps")
-    print(f"{'size':>5} {'variant':<20} {'steps/s':>9} {'x fp32':>7} {'peak MiB':>9} {'x fp32':>7}")
-    for size in (int(s) for s in opts.sizes.split(",")):
+    rows = []
+    print(f"device {opts.device}, {opts.steps} timed steps after {opts.warmup} warm-up, real COCO-Stuff sample layouts, no VGG")
+    print(f"{'preset':<10} {'size':>4} {'batch':>5} {'variant':<22} {'s/step':>8} {'speed x':>8} "
+          f"{'peak MiB':>9} {'above static':>13} {'x':>6}  pattern maps")
+    for run in opts.runs.split(","):
+        preset, size, batch = run.split(":")
         base = None
         for variant in variants:
-            args = {"device": opts.device, "size": size, "ngf": opts.ngf, "ndf": opts.ndf, "batch_size": opts.batch_size,
+            args = {"device": opts.device, "preset": preset, "size": int(size), "batch": int(batch), "variant": variant,
                     "steps": opts.steps, "warmup": opts.warmup, "threads": opts.threads}
-            res = {"size": size, "variant": variant, **run_variant(args, variant)}
-            results.append(res)
+            res = {"preset": preset, "size": int(size), "batch": int(batch), "variant": variant, **run_one(args)}
+            rows.append(res)
             if "error" in res:
-                print(f"{size:>5} {variant:<20} {res['error']}")
+                print(f"{preset:<10} {size:>4} {batch:>5} {variant:<22} {res['error']}", flush=True)
                 continue
-            base = base or (res if variant == "fp32" else None)
-            speed = res["steps_per_s"] / base["steps_per_s"] if base else float("nan")
-            memory = res["peak_mib"] / base["peak_mib"] if base else float("nan")
-            print(f"{size:>5} {variant:<20} {res['steps_per_s']:>9.3f} {speed:>7.2f} {res['peak_mib']:>9.0f} {memory:>7.2f}",
+            base = base or res
+            speed = base["s_per_step"] / res["s_per_step"]
+            memory = res["above_static_mib"] / base["above_static_mib"]
+            print(f"{preset:<10} {size:>4} {batch:>5} {variant:<22} {res['s_per_step']:>8.2f} {speed:>7.2f}x "
+                  f"{res['peak_mib']:>9.0f} {res['above_static_mib']:>13.0f} {memory:>5.2f}x  {res['pattern_sizes']}",
                   flush=True)
     if opts.json:
-        print(json.dumps(results, indent=2))
+        Path(opts.json).write_text(json.dumps(rows, indent=2))
     return 0
 
 

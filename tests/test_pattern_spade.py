@@ -44,7 +44,7 @@ def _real(g: SPADEGenerator, count: int = 2, offset: int = 0) -> torch.Tensor:
         labels.append(_resize(np.where(raw == 255, g.config.label_nc, raw % g.config.label_nc)))
         instances.append(_resize(np.array(Image.open(DATA / "train_inst" / path.name))))
     cfg = g.config
-    return one_hot_semantics(torch.stack(labels), cfg.label_nc, True, cfg.use_instance, torch.stack(instances))
+    return one_hot_semantics(torch.stack(labels), cfg.label_nc, True, cfg.use_instance, torch.stack(instances) if cfg.use_instance else None)
 
 
 def _noise(g: SPADEGenerator) -> torch.Tensor:

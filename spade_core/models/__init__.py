@@ -3,14 +3,17 @@
 from .blocks import SPADEResnetBlock
 from .discriminator import MultiscaleDiscriminator, NLayerDiscriminator
 from .encoder import SPADEEncoder, reparameterize
-from .generator import SPADEGenerator, latent_size
+from .generator import BlockStep, SPADEGenerator, latent_size
 from .normalization import SPADE
+from .patterns import LabelLayout
 from .presets import available_presets, preset_options, register_preset
 
 __all__ = [
     "SPADE",
     "SPADEResnetBlock",
     "SPADEGenerator",
+    "BlockStep",
+    "LabelLayout",
     "SPADEEncoder",
     "MultiscaleDiscriminator",
     "NLayerDiscriminator",
