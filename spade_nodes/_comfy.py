@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from spade_core.hub.names import MODEL_INDEX
+
 try:
     from comfy_api.latest import ComfyExtension, io
 except ImportError:
@@ -60,7 +62,7 @@ def model_entries() -> list[str]:
     if folder_paths is None or MODEL_FOLDER not in folder_paths.folder_names_and_paths:
         return []
     files = [f.replace(os.sep, "/") for f in folder_paths.get_filename_list(MODEL_FOLDER)]
-    pipelines = sorted({posixpath.dirname(f) for f in files if posixpath.basename(f) == "model_index.json"})
+    pipelines = sorted({posixpath.dirname(f) for f in files if posixpath.basename(f) == MODEL_INDEX})
     return [p + "/" for p in pipelines if p]
 
 
@@ -119,7 +121,7 @@ def resolve_model_entry(entry: str) -> str:
     if folder_paths is not None and MODEL_FOLDER in folder_paths.folder_names_and_paths:
         for base in folder_paths.get_folder_paths(MODEL_FOLDER):
             path = os.path.join(base, *_parts(entry))
-            if not os.path.isfile(os.path.join(path, "model_index.json")):
+            if not os.path.isfile(os.path.join(path, MODEL_INDEX)):
                 continue
             if not _inside(path, base):
                 raise ValueError(

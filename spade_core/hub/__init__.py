@@ -1,4 +1,4 @@
-"""Hub I/O: NVlabs checkpoint conversion, model cards and publishing (imported on first use)."""
+"""Hub I/O: the pipeline-folder layout, export, NVlabs conversion, model cards, publishing (imported on first use)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,17 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "MODEL_INDEX": "names",
+    "check_pipeline_folder": "folder",
+    "embedded_model_dir": "folder",
+    "load_components": "folder",
+    "read_label_set": "folder",
+    "read_model_index": "folder",
+    "resolve_pipeline_folder": "folder",
+    "write_pipeline_folder": "folder",
+    "ExportResult": "export",
+    "convert_nvlabs_to_folder": "export",
+    "export_run": "export",
     "ConvertedNetworks": "nvlabs",
     "convert_nvlabs_checkpoint": "nvlabs",
     "save_converted": "nvlabs",
@@ -21,18 +32,29 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "MODEL_INDEX",
     "NVLABS_LICENSE",
     "ConvertedNetworks",
+    "ExportResult",
     "PushPlan",
+    "check_pipeline_folder",
     "check_state_dict",
     "convert_nvlabs_checkpoint",
+    "convert_nvlabs_to_folder",
+    "embedded_model_dir",
+    "export_run",
     "hub_offline",
+    "load_components",
     "push_folder",
+    "read_label_set",
     "read_model_card_metadata",
+    "read_model_index",
     "render_model_card",
+    "resolve_pipeline_folder",
     "save_converted",
     "upload_plan",
     "write_model_card",
+    "write_pipeline_folder",
 ]
 
 

@@ -8,7 +8,6 @@ written under the metrics table, and any section of its own.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,18 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..labels import LabelSet
 from ..models.generator import UPSAMPLING_LAYERS, latent_size
+from .folder import (
+    CONFIG_NAME,
+    DISCRIMINATOR,
+    ENCODER,
+    GENERATOR,
+    MODEL_CARD,
+    MODEL_INDEX,
+    WEIGHTS_NAME,
+    lists_component,
+    read_json,
+    read_model_index,
+)
 
 NVLABS_LICENSE = "cc-by-nc-sa-4.0"
 LIBRARY_NAME = "spade"
@@ -42,15 +53,6 @@ __all__ = [
     "render_model_card",
     "write_model_card",
 ]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: write the pipeline folder with save_pretrained first")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}): re-save the pipeline") from None
 
 
 def _weight_count(weights: Path) -> int | None:
@@ -80,7 +82,7 @@ def _native_size(cfg: dict[str, Any]) -> tuple[int, int]:
 
 def read_model_card_metadata(folder: str | Path) -> dict[str, Any]:
     """What a refresh keeps from ``folder/README.md``: license, datasets, tags, metrics, source text."""
-    path = Path(folder) / "README.md"
+    path = Path(folder) / MODEL_CARD
     if not path.is_file():
         return {}
     try:
@@ -273,27 +275,26 @@ def write_model_card(
 ) -> Path:
     """Write or refresh ``folder/README.md``; arguments left None keep the existing card's values."""
     folder = Path(folder)
-    index = _read_json(folder / "model_index.json")
+    index = read_model_index(folder)
     if not isinstance(index.get("label_set"), dict):
-        raise ValueError(f"{folder / 'model_index.json'} holds no label set: re-save the pipeline with SPADEPipeline.save_pretrained")
-    generator_config = _read_json(folder / "generator" / "config.json")
+        raise ValueError(f"{folder / MODEL_INDEX} holds no label set: re-save the pipeline with SPADEPipeline.save_pretrained")
+    generator_config = read_json(folder / GENERATOR / CONFIG_NAME, "write the pipeline folder with save_pretrained first")
     kept = read_model_card_metadata(folder)
-    encoder = index.get("encoder") or [None, None]
     text = render_model_card(
         index["label_set"],
         generator_config,
-        has_encoder=encoder[0] is not None,
-        has_discriminator=(folder / "discriminator" / "config.json").is_file(),
+        has_encoder=lists_component(index, ENCODER),
+        has_discriminator=(folder / DISCRIMINATOR / CONFIG_NAME).is_file(),
         license=license or kept.get("license") or "other",
         source=source or kept.get("source"),
         datasets=datasets if datasets is not None else kept.get("datasets"),
         metrics=metrics if metrics is not None else kept.get("metrics"),
         repo_id=repo_id,
-        num_weights=_weight_count(folder / "generator" / "diffusion_pytorch_model.safetensors"),
+        num_weights=_weight_count(folder / GENERATOR / WEIGHTS_NAME),
         tags=tags if tags is not None else kept.get("tags"),
         metrics_note=kept.get("metrics_note"),
         extra_sections=kept.get("extra_sections"),
     )
-    path = folder / "README.md"
+    path = folder / MODEL_CARD
     path.write_text(text, encoding="utf-8")
     return path

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from huggingface_hub import constants
 
+from .names import MODEL_INDEX
+
 _TRUE = {"1", "true", "yes", "on"}
 _SKIPPED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 
@@ -72,8 +74,8 @@ def upload_plan(folder: str | Path, repo_id: str, private: bool = False) -> Push
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"pipeline folder {folder} not found: pass the folder written by save_pretrained or spade convert-nvlabs")
-    if not (folder / "model_index.json").is_file():
-        raise ValueError(f"{folder} has no model_index.json, so it is not a pipeline folder: pass the folder written by save_pretrained")
+    if not (folder / MODEL_INDEX).is_file():
+        raise ValueError(f"{folder} has no {MODEL_INDEX}, so it is not a pipeline folder: pass the folder written by save_pretrained")
     files = []
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)

@@ -34,11 +34,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
+from ..models.files import WEIGHTS_NAME
 from .config import OptionError
 
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 CONFIG_NAME = "train_config.json"
