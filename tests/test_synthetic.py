@@ -211,3 +211,19 @@ def test_dataset_flip_is_seeded():
             assert torch.equal(b["label"], a["label"].flip(-1)) and torch.equal(b["image"], a["image"].flip(-1))
             n_flipped += 1
     assert 0 < n_flipped < 6
+
+
+def test_missing_scikit_image_is_one_stderr_line(tmp_path):
+    """Without the optional extra the renderer falls back to procedural textures and says so in one line."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['skimage'] = None\n"
+        "from spade_core.cli import main\n"
+        f"sys.exit(main(['data', 'synthetic', '--out', {str(tmp_path / 'd')!r}, '--num', '1', '--size', '32']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    err = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and "pip install scikit-image" in err[0], err

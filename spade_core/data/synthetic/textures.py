@@ -1,12 +1,12 @@
 """Photo textures (scikit-image's `grass` and `gravel`, shipped with it; no download) as blur pyramids.
 
-Without scikit-image a procedural stand-in is used and a warning says how to get the real ones.
+Without scikit-image a procedural stand-in is used and one logged line says how to get the real ones.
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
+import logging
 
 import numpy as np
 
@@ -23,10 +23,10 @@ def textures() -> dict[str, np.ndarray]:
 
         raw = {name: getattr(skdata, name)() for name in ("grass", "gravel")}
     except (ImportError, OSError, ValueError) as err:  # no package, or a data file it would download
-        warnings.warn(
-            f"scikit-image textures unavailable ({type(err).__name__}): using procedural textures; "
+        logging.getLogger(__name__).warning(
+            "scikit-image textures unavailable (%s): using procedural textures; "
             "pip install scikit-image for photographic ones",
-            stacklevel=3,
+            type(err).__name__,
         )
         rng = np.random.default_rng(0)
         raw = {name: spectral_noise(rng, (512, 512), beta) for name, beta in
