@@ -13,6 +13,7 @@ LAYERS = [
     ("spade_core.data",),
     ("spade_core.models",),
     ("spade_core.fast", "spade_core.losses"),
+    ("spade_core.synthesis",),
     ("spade_core.eval",),
     ("spade_core.train",),
     ("spade_core.hub",),
