@@ -374,8 +374,9 @@ def write_pipeline_folder(
 ) -> Path:
     """Write ``out/model_index.json`` and each network's folder (config.json + safetensors), as save_pretrained does.
 
-    SPADEPipeline.from_pretrained and diffusers' DiffusionPipeline.from_pretrained load the result;
-    a discriminator (kept for fine-tuning) goes to ``out/discriminator/``. No model card: see write_model_card.
+    The files equal what SPADEPipeline.save_pretrained writes for the same networks, so
+    SPADEPipeline.from_pretrained and ``<Class>.from_pretrained(out, subfolder=...)`` load them; a discriminator (kept for fine-tuning)
+    goes to ``out/discriminator/``. No model card: see write_model_card.
     """
     if not isinstance(generator, SPADEGenerator):
         raise ValueError(f"generator must be a SPADEGenerator, got {type(generator).__name__}")
