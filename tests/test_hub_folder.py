@@ -52,7 +52,7 @@ def test_hub_folder_loads_and_writes_without_the_pipeline_class(tmp_path):
         "print('ok', labels.name)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["ok", "landscape"]
     assert (tmp_path / "out" / MODEL_INDEX).is_file()
@@ -134,7 +134,7 @@ def test_load_components_refuses_nan_weights(tmp_path):
     folder = write_pipeline_folder(tmp_path / "p", generator, None, matching_label_set(generator))
     weights = folder / "generator" / WEIGHTS_NAME
     state = load_file(str(weights))
-    key = sorted(k for k in state if k.endswith("weight"))[0]
+    key = min(k for k in state if k.endswith("weight"))
     state[key].view(-1)[0] = float("nan")
     save_file(state, str(weights))
     with pytest.raises(ValueError, match=re.escape(f"generator/{WEIGHTS_NAME} entry '{key}' holds 1 NaN/Inf")):

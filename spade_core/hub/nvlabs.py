@@ -27,6 +27,7 @@ from ..models.presets import (
 )
 from ..models.validation import validate_reference_options
 from ..weights import load_state_dict_file, state_dict_mismatches
+from .names import DISCRIMINATOR, ENCODER, GENERATOR
 
 _CHECKPOINTS = {"generator": "latest_net_G.pth", "encoder": "latest_net_E.pth", "discriminator": "latest_net_D.pth"}
 
@@ -152,11 +153,11 @@ def save_converted(networks: ConvertedNetworks, out_dir: str | Path) -> Path:
     """Write ``out_dir/{generator,encoder,discriminator}/`` (config.json + safetensors)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    networks.generator.save_pretrained(out_dir / "generator")
+    networks.generator.save_pretrained(out_dir / GENERATOR)
     if networks.encoder is not None:
-        networks.encoder.save_pretrained(out_dir / "encoder")
+        networks.encoder.save_pretrained(out_dir / ENCODER)
     if networks.discriminator is not None:
-        networks.discriminator.save_pretrained(out_dir / "discriminator")
+        networks.discriminator.save_pretrained(out_dir / DISCRIMINATOR)
     return out_dir
 
 
