@@ -220,9 +220,13 @@ def test_user_errors_print_one_line_and_exit_2(coco_model, converted, capsys, tm
         "hf download nobody/uncached-model",
     )
     assert_user_error(
-        run(capsys, "synthesize", good_label, "--model", converted[V3], "--size", "128x64", "--out", tmp_path / "o"),
-        "fixed 64x256",
+        run(capsys, "synthesize", good_label, "--model", converted[V3], "--size", "100x64", "--out", tmp_path / "o"),
+        r"size 64x100 \(HxW\) is not supported: both sides must be positive multiples of 32",
     )
+    # A style-encoder model (native 64x256) makes other sizes too.
+    vae_out = tmp_path / "vae.png"
+    assert run(capsys, "synthesize", good_label, "--model", converted[V3], "--size", "128x64", "--out", vae_out)[0] == 0
+    assert Image.open(vae_out).size == (128, 64)
 
     broken = tmp_path / "broken"
     for path in coco_model.rglob("*"):

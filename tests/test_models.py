@@ -126,8 +126,12 @@ def test_non_native_sizes_and_size_errors():
     with pytest.raises(ValueError, match="multiples of 32"):
         G(_random_semantics(1, G.semantic_nc, 40, 64))
     V = _tiny_generator(use_vae=True).eval()
-    with pytest.raises(ValueError, match="fixed 64x64"):
-        V(_random_semantics(1, V.semantic_nc, 32, 32))
+    z = torch.randn(1, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert V(_random_semantics(1, V.semantic_nc, 32, 96), z).shape == (1, 3, 32, 96)
+        assert torch.isfinite(V(_random_semantics(1, V.semantic_nc, 128, 64), z)).all()
+    with pytest.raises(ValueError, match="multiples of 32"):
+        V(_random_semantics(1, V.semantic_nc, 40, 64))
 
 
 def test_wrong_semantics_and_z_give_clear_errors():

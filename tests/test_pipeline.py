@@ -183,8 +183,12 @@ def test_segmaps_are_resized_to_the_native_or_requested_size(plain, vae):
     assert semantics.shape == (1, 6, S, S) and semantics.sum(1).eq(1).all()
     with pytest.raises(ValueError, match="multiples of 32"):
         plain(small, height=40, width=32)
-    with pytest.raises(ValueError, match="fixed 64x64"):
-        vae(small, height=32, width=96)
+    # Style-encoder models too: the style code's first map is resized to the requested layout.
+    wide = vae(small, seed=0, height=32, width=96, output_type="pt").images
+    assert wide.shape == (1, 3, 32, 96) and torch.isfinite(wide).all()
+    assert torch.equal(vae(small, seed=0, height=S, width=S, output_type="pt").images, vae(small, seed=0, output_type="pt").images)
+    with pytest.raises(ValueError, match=r"size 40x32 \(HxW\) is not supported: both sides must be positive multiples of 32"):
+        vae(small, height=40, width=32)
 
 
 def test_bad_segmaps_name_the_problem(plain):

@@ -335,7 +335,7 @@ class FastSPADEGenerator(nn.Module):
         if g.config.use_vae:
             if z is None:
                 z = torch.randn(semantics.shape[0], g.config.z_dim, device=semantics.device, dtype=semantics.dtype)
-            x = g.fc(z).view(-1, 16 * g.config.ngf, g.sh, g.sw)
+            x = g.style_map(z, (semantics.shape[2] // up, semantics.shape[3] // up))
         else:
             start = call.plan((semantics.shape[2] // up, semantics.shape[3] // up), 3)
             if start.key_index is None:

@@ -137,20 +137,26 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
     def check_size(self, height: int, width: int) -> None:
         """Raise a ValueError naming the sizes that work if (height, width) is unsupported."""
         m = self.size_multiple
-        if self.config.use_vae:
-            if (height, width) != self.native_size:
-                nh, nw = self.native_size
-                raise ValueError(
-                    f"this model maps its style code to a fixed {nh}x{nw} (HxW) layout and cannot make {height}x{width}: "
-                    f"resize the segmap to {nw}x{nh} (WxH) or omit height/width"
-                )
-            return
         if height % m or width % m or height < m or width < m:
             raise ValueError(
                 f"size {height}x{width} (HxW) is not supported: both sides must be positive multiples of {m} "
                 f"(e.g. {max(m, height // m * m)}x{max(m, width // m * m)}); the native size is "
                 f"{self.native_size[0]}x{self.native_size[1]}"
             )
+
+    def style_map(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Style code z (N, z_dim) -> the first feature map (N, 16·ngf, h, w) of a ``use_vae`` model.
+
+        ``fc(z)`` is laid out at the native latent size (sh, sw), as the reference does; another
+        ``size`` (the requested image size / ``size_multiple``) resizes that map bilinearly
+        (align_corners=False): smooth and deterministic, so a style code gives the same coarse
+        layout of colours at every size, where nearest would repeat whole cells unevenly when
+        the sizes are not multiples. At the native size the map is used as it is.
+        """
+        x = self.fc(z).view(-1, 16 * self.config.ngf, self.sh, self.sw)
+        if size is not None and tuple(size) != (self.sh, self.sw):
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+        return x
 
     def schedule(self) -> list[BlockStep]:
         """The SPADE blocks in forward order, each with whether the map doubles right before it."""
@@ -202,7 +208,8 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
         if self.config.use_vae:
             if z is None:
                 z = torch.randn(semantics.shape[0], self.config.z_dim, device=semantics.device, dtype=semantics.dtype)
-            x = self.fc(z).view(-1, 16 * self.config.ngf, self.sh, self.sw)
+            up = self.size_multiple
+            x = self.style_map(z, (semantics.shape[2] // up, semantics.shape[3] // up))
         else:
             up = self.size_multiple
             x = self.fc(F.interpolate(semantics, size=(semantics.shape[2] // up, semantics.shape[3] // up), mode="nearest"))
