@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS = [
-    ("spade_core.registry", "spade_core.devices", "spade_core.labels", "spade_core.segmap", "spade_core.weights", "spade_core.images"),
+    ("spade_core.registry", "spade_core.devices", "spade_core.files", "spade_core.labels", "spade_core.segmap", "spade_core.weights", "spade_core.images"),
     ("spade_core.data",),
     ("spade_core.models",),
     ("spade_core.fast", "spade_core.losses"),

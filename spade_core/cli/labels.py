@@ -27,22 +27,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_label_set(text: str) -> LabelSet:
+    """A label set by built-in name, from a label set JSON file, or from a pipeline folder."""
+    from ..files import read_json
     from ..labels import LabelSet, get_label_set
 
     path = Path(text).expanduser()
     if path.is_dir():
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise FileNotFoundError(f"{path} has no model_index.json: pass a pipeline folder, a JSON file or a built-in name")
-        data = json.loads(index.read_text(encoding="utf-8")).get("label_set")
-        if not isinstance(data, dict):
-            raise ValueError(f"{index} holds no label set: re-save the pipeline with SPADEPipeline.save_pretrained")
-        return LabelSet.from_dict(data)
+        from ..hub.folder import read_label_set as read_folder_label_set
+
+        return read_folder_label_set(path)
     if path.is_file():
-        try:
-            return LabelSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err.msg}, line {err.lineno}): pass a label set JSON file") from None
+        return LabelSet.from_dict(read_json(path, "pass a label set JSON file (spade palette NAME --json FILE writes one)"))
     return get_label_set(text)
 
 

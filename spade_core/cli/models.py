@@ -12,39 +12,27 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``spade convert-nvlabs``."""
     p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR", help="folder with latest_net_G.pth (+ _E, _D)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--preset", metavar="NAME", help="reference configuration: ade20k, coco or cityscapes")
+    from ..registry import DATASETS
+
+    paper = ", ".join(name for name, entry in DATASETS.items() if entry.paper)
+    source.add_argument("--preset", metavar="NAME", help=f"reference configuration: {paper}")
     source.add_argument("--opt", metavar="opt.txt", help="the run's opt.txt, written beside its checkpoints")
     p.add_argument("--label-set", metavar="NAME",
-                   help="label set to ship (default: by preset, else by class count 150/182/35, else numbered)")
+                   help="label set to ship (default: by preset, else the paper dataset with the model's class count, else numbered)")
     p.add_argument("--out", required=True, metavar="DIR", help="pipeline folder to write")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """NVlabs checkpoints -> a pipeline folder (+ discriminator/ for fine-tuning), CC BY-NC-SA 4.0 card."""
-    from ..hub.model_card import NVLABS_LICENSE, write_model_card
-    from ..hub.nvlabs import convert_nvlabs_checkpoint
-    from ..labels import available_label_sets
-    from ..pipeline import SPADEPipeline, matching_label_set
+    from ..hub.export import convert_nvlabs_to_folder
 
-    out = Path(args.out).expanduser()
-    check_out_dir(out, args.overwrite)
-    nets = convert_nvlabs_checkpoint(args.checkpoint_dir, preset=args.preset, opt_file=args.opt)
-    name = args.label_set or (args.preset if args.preset in available_label_sets() else None)
-    label_set = matching_label_set(nets.generator, name)
-    pipe = SPADEPipeline(generator=nets.generator, encoder=nets.encoder, label_set=label_set)
-    pipe.save_pretrained(out, model_card=False)
-    if nets.discriminator is not None:
-        nets.discriminator.save_pretrained(out / "discriminator")
-    source = Path(args.checkpoint_dir).name
-    how = f"preset `{args.preset}`" if args.preset else f"its `opt.txt` ({nets.options.get('name', 'unnamed run')})"
-    write_model_card(
-        out,
-        license=NVLABS_LICENSE,
-        source=f"Converted losslessly from the NVlabs/SPADE checkpoint `{source}` with {how}; outputs equal the reference's.",
+    check_out_dir(Path(args.out).expanduser(), args.overwrite)
+    result = convert_nvlabs_to_folder(
+        args.checkpoint_dir, args.out, preset=args.preset, opt_file=args.opt, label_set_name=args.label_set,
+        overwrite=args.overwrite,
     )
-    parts = ["generator"] + ["encoder"] * (nets.encoder is not None) + ["discriminator"] * (nets.discriminator is not None)
-    print(f"wrote {out} ({', '.join(parts)}; label set {label_set.name}, {label_set.label_nc} classes)")
+    print(f"wrote {result.path} ({result.describe()})")
     return 0
 
 
@@ -59,21 +47,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """A training run's latest checkpoint -> a pipeline folder."""
-    from ..hub.model_card import write_model_card
-    from ..pipeline import SPADEPipeline
-    from ..train.checkpoint import load_run_networks
+    from ..hub.export import export_run
 
-    out = Path(args.out).expanduser()
-    check_out_dir(out, args.overwrite)
-    nets = load_run_networks(args.run_dir)
-    use_ema = not args.no_ema and nets.get("ema_generator") is not None
-    generator = nets["ema_generator"] if use_ema else nets["generator"]
-    pipe = SPADEPipeline(generator=generator, encoder=nets.get("encoder"), label_set=nets.get("label_set"))
-    pipe.save_pretrained(out, model_card=False)
-    which = "EMA generator" if use_ema else "generator"
-    step = f", step {nets['step']}" if nets.get("step") is not None else ""
-    write_model_card(out, license=args.license, source=f"Trained with `spade train` (run `{Path(args.run_dir).name}`{step}, {which}).")
-    print(f"wrote {out} ({which}{', encoder' if pipe.encoder is not None else ''}; label set {pipe.label_set.name})")
+    check_out_dir(Path(args.out).expanduser(), args.overwrite)
+    result = export_run(args.run_dir, args.out, use_ema=not args.no_ema, license=args.license, overwrite=args.overwrite)
+    print(f"wrote {result.path} ({result.describe()})")
     return 0
 
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import read_json
+
 LANDSCAPE_SEGMENTER_DIR = Path(__file__).resolve().parents[1] / "assets" / "segmenter"
 SEGMENTER_WEIGHTS_NAME = "model.safetensors"
 SEGMENTER_CONFIG_NAME = "config.json"
@@ -79,13 +81,8 @@ def read_segmenter_config(folder: str | Path | None = None) -> dict[str, Any]:
     """The `config.json` of a landscape segmenter folder (default: the shipped one)."""
     folder = LANDSCAPE_SEGMENTER_DIR if folder is None else Path(folder).expanduser()
     path = folder / SEGMENTER_CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no segmenter config at {path}: {_EXPORT_HINT}")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): {_EXPORT_HINT}") from None
-    if not isinstance(config, dict) or config.get("architecture") != _ARCHITECTURE:
+    config = read_json(path, _EXPORT_HINT)
+    if config.get("architecture") != _ARCHITECTURE:
         raise ValueError(f"{path} does not describe a {_ARCHITECTURE} (architecture key): {_EXPORT_HINT}")
     for key in ("num_classes", "width"):
         if not isinstance(config.get(key), int) or config[key] < 1:

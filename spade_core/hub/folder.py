@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..devices import offline, resolve_device, resolve_dtype
+from ..files import read_json
 from ..images import check_finite
 from ..labels import LabelSet, check_label_set
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
@@ -149,22 +150,6 @@ def resolve_pipeline_folder(
 
 
 # ----------------------------------------------------------------------------- reading and validating
-
-
-def read_json(path: str | Path, fix: str) -> dict[str, Any]:
-    """A JSON object from ``path``, or a one-line error naming the file and ``fix`` (missing, invalid, not an object)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {fix}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err.msg}, line {err.lineno}): {fix}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a UTF-8 text file: {fix}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object: {fix}")
-    return data
 
 
 def read_model_index(folder: str | Path) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..files import read_json as read_json_file
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
 from ..models.files import WEIGHTS_NAME
 from .config import OptionError
@@ -104,12 +105,7 @@ def read_json(path: Path) -> Any:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete, resume from another one") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is corrupt ({err}): resume from another checkpoint") from None
+    return read_json_file(path, "the checkpoint is incomplete or corrupt; resume from another one")
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:

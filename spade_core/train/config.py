@@ -19,6 +19,7 @@ from typing import Any
 
 from ..data.registry import available_formats
 from ..data.transforms import PREPROCESS_MODES
+from ..files import read_json
 from ..images import MAX_SIDE
 from ..registry import DATASETS
 
@@ -392,10 +393,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"reading {path} needs PyYAML: pip install pyyaml, or pass a .json config") from None
         data = yaml.safe_load(text) or {}
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}): fix the file or pass a .yaml config") from None
+        data = read_json(path, "fix the file or pass a .yaml config")
     if isinstance(data, dict):
         return data
     raise ValueError(f"{path} must hold a mapping of option names to values, found {type(data).__name__}")
