@@ -11,10 +11,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from spade_core.devices import offline
 from spade_core.images import check_finite
 
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-_TRUE_VALUES = {"1", "true", "yes", "on"}
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -94,10 +94,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPADE_CACHE") or Path.home() / ".cache" / "spade").expanduser()
 
 
-def _offline() -> bool:
-    return any(os.environ.get(var, "").strip().lower() in _TRUE_VALUES for var in ("HF_HUB_OFFLINE", "SPADE_OFFLINE"))
-
-
 def download_weights(
     url: str, filename: str, env_var: str, *, hash_prefix: str | None = None, hint: str = ""
 ) -> Path:
@@ -117,7 +113,7 @@ def download_weights(
         f"{filename} is needed but not cached: download {url} to {target} "
         f"or set {env_var}=/path/to/{filename}{suffix}"
     )
-    if _offline():
+    if offline():
         raise FileNotFoundError(f"offline mode: {missing}")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +9,6 @@ from huggingface_hub import constants
 
 from .names import MODEL_INDEX
 
-_TRUE = {"1", "true", "yes", "on"}
 _SKIPPED_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 
 __all__ = ["PushPlan", "hub_offline", "network_errors", "push_folder", "upload_plan"]
@@ -33,8 +31,10 @@ class PushPlan:
 
 
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set, read now (huggingface_hub reads it once at import)."""
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+    """True when offline mode is on (spade_core.devices.offline), or huggingface_hub was imported in offline mode."""
+    from ..devices import offline  # imported here: this module stays free of torch
+
+    return offline() or bool(constants.HF_HUB_OFFLINE)
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
