@@ -221,7 +221,8 @@ def test_user_errors_print_one_line_and_exit_2(coco_model, converted, capsys, tm
     )
     assert_user_error(
         run(capsys, "synthesize", good_label, "--model", converted[V3], "--size", "100x64", "--out", tmp_path / "o"),
-        r"size 64x100 \(HxW\) is not supported: both sides must be positive multiples of 32",
+        r"--size 100x64 is not supported: both sides must be positive multiples of 32 \(e\.g\. --size 96x64\); "
+        r"the native size is 256x64 \(width x height\)",
     )
     # A style-encoder model (native 64x256) makes other sizes too.
     vae_out = tmp_path / "vae.png"

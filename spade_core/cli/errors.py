@@ -27,6 +27,11 @@ EXTRAS = {
 # Keyword names in library messages -> the flags that set them, per command (hints in CLI words).
 CLI_WORDS: dict[str, list[tuple[str, str]]] = {
     "synthesize": [
+        # sizes: the library speaks height x width, --size is width x height
+        (r"\bsize (\d+)x(\d+) \(HxW\)", r"--size \2x\1"),
+        (r"\(e\.g\. (\d+)x(\d+)\); the native size is (\d+)x(\d+)",
+         r"(e.g. --size \2x\1); the native size is \4x\3 (width x height)"),
+        (r"\b(\d+)x(\d+) \(HxW\)", r"\2x\1 (width x height)"),
         (r"\bomit height/width\b", "omit --size"),
         (r"\b(?:a smaller )?height/width\b", "a smaller --size"),
         (r"\ba lower num_images_per_segmap\b", "a lower --num"),
