@@ -205,7 +205,12 @@ def test_one_numbered_label_set_for_models_and_custom_data():
     from types import SimpleNamespace
 
     from spade_core.data import custom_label_set
-    from spade_core.labels import generic_label_set, matching_label_set, numbered_color, numbered_label_set
+    from spade_core.labels import (
+        generic_label_set,
+        matching_label_set,
+        numbered_color,
+        numbered_label_set,
+    )
 
     # The colours saved in users' model_index.json files: index+1's bits spread over R, G, B (class 0 not black).
     assert [numbered_color(i) for i in range(4)] == [(128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]

@@ -16,8 +16,17 @@ from spade_core.hub.nvlabs import (
     read_opt_file,
     read_reference_checkpoint,
 )
-from spade_core.models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator, latent_size
-from spade_core.models.layers import ReferenceSyncBatchNorm2d, parse_plain_norm, parse_spade_norm
+from spade_core.models import (
+    MultiscaleDiscriminator,
+    SPADEEncoder,
+    SPADEGenerator,
+    latent_size,
+)
+from spade_core.models.layers import (
+    ReferenceSyncBatchNorm2d,
+    parse_plain_norm,
+    parse_spade_norm,
+)
 
 PRESETS = ["ade20k", "coco", "cityscapes"]
 REFERENCE_PARAMS = {
@@ -216,8 +225,13 @@ def test_converter_rejects_corrupt_checkpoint(tmp_path):
 
 
 def test_presets_are_the_registry_entries_and_register_preset_adds_one():
-    from spade_core.models.presets import PRESETS, available_presets, preset_options, register_preset
     import spade_core
+    from spade_core.models.presets import (
+        PRESETS,
+        available_presets,
+        preset_options,
+        register_preset,
+    )
     from spade_core.registry import DATASETS
 
     assert set(DATASETS) <= set(available_presets())

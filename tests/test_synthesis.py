@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from spade_core.labels import LabelSet
 from spade_core.models import SPADEEncoder, SPADEGenerator
 from spade_core.pipeline import SPADEPipeline
-from spade_core.synthesis import FastNetworkCache, encode_style, prepare_semantics, synthesize
+from spade_core.synthesis import (
+    FastNetworkCache,
+    encode_style,
+    prepare_semantics,
+    synthesize,
+)
 
 S = 64
 TINY = {"ngf": 4, "crop_size": S, "spade_hidden_nc": 16, "param_free_norm": "instance"}
@@ -123,8 +128,8 @@ def test_errors_are_the_pipelines(plain, vae, tmp_path):
         (vae, ("not/a/file.png",), {}),
     ]
     for pipe, args, kwargs in cases:
-        ours = _error(lambda: _core(pipe, *args, **kwargs))
-        theirs = _error(lambda: pipe(*args, **kwargs))
+        ours = _error(lambda pipe=pipe, args=args, kwargs=kwargs: _core(pipe, *args, **kwargs))
+        theirs = _error(lambda pipe=pipe, args=args, kwargs=kwargs: pipe(*args, **kwargs))
         assert ours == theirs, kwargs
     assert _error(lambda: _core(vae, _labels(1), seed=1, generator_rng=torch.Generator()))[1] == (
         "pass seed or generator_rng, not both"
