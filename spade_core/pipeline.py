@@ -38,6 +38,7 @@ from .synthesis import (
     draw_style_codes,
     estimate_inference_bytes,
     synthesize,
+    to_output,
 )
 from .synthesis import encode_style as _encode_style
 from .synthesis import prepare_semantics as _prepare_semantics
@@ -353,13 +354,7 @@ class SPADEPipeline(DiffusionPipeline):
             use_fast=self.use_fast,
             cache=self._fast_cache(),
         )
-        if output_type == "pt":
-            result: Any = images
-        else:
-            array = images.permute(0, 2, 3, 1).cpu().numpy()
-            result = array if output_type == "np" else [
-                PIL.Image.fromarray(im) for im in (array * 255).round().astype(np.uint8)
-            ]
+        result = to_output(images, output_type)
         if not return_dict:
             return (result,)
         return SPADEPipelineOutput(images=result)

@@ -382,3 +382,13 @@ def synthesize(
     z = draw_style_codes(generator, encoder, semantics.shape[0] // k, k, style_image, style, latents, generator_rng)
     images = _run(generator, semantics, z, use_fast, cache if cache is not None else FastNetworkCache())
     return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+def to_output(images: torch.Tensor, output_type: str = "pil") -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+    """Images (N,3,H,W) in [0, 1] as ``output_type``: "pil" (list, 8-bit RGB), "np" (N,H,W,3) float or "pt" as they are."""
+    if output_type == "pt":
+        return images
+    array = images.permute(0, 2, 3, 1).cpu().numpy()
+    if output_type == "np":
+        return array
+    return [PIL.Image.fromarray(im) for im in (array * 255).round().astype(np.uint8)]

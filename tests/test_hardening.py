@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from spade_core.cli import labels as palette_command
 from spade_core.cli import main
-from spade_core.cli import synthesize as synthesize_command
+from spade_core.hub import folder as hub_folder
 from spade_core.labels import get_label_set
 from spade_core.models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
 from spade_core.models.validation import (
@@ -232,6 +232,7 @@ def test_nan_in_saved_pipeline_weights_is_refused_at_load(models, segmap, capsys
     pattern = r"generator/diffusion_pytorch_model\.safetensors entry 'fc\.weight' holds 1 NaN/Inf values: the weights are broken"
     with pytest.raises(ValueError, match=pattern):
         SPADEPipeline.from_pretrained(broken)
+    capsys.readouterr()  # diffusers' loading progress bar
     assert_user_error(run(capsys, "synthesize", segmap, "--model", broken, "--out", tmp_path / "o"), pattern)
 
 
@@ -305,6 +306,7 @@ def test_pipeline_config_json_is_validated_naming_file_and_key(models, segmap, k
     config_path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match=pattern):
         SPADEPipeline.from_pretrained(broken)
+    capsys.readouterr()  # diffusers' loading progress bar
     assert_user_error(run(capsys, "synthesize", segmap, "--model", broken, "--out", tmp_path / "o"), pattern)
 
 
@@ -420,7 +422,7 @@ def test_missing_extras_memory_and_network_failures_are_one_line(capsys, monkeyp
     def offline(*args, **kwargs):
         raise requests.exceptions.ConnectionError("Failed to establish a new connection")
 
-    monkeypatch.setattr(synthesize_command, "load_pipeline", offline)
+    monkeypatch.setattr(hub_folder, "resolve_pipeline_folder", offline)
     assert_user_error(
         run(capsys, "synthesize", segmap, "--out", tmp_path / "o"),
         r"could not be reached .*check the connection and retry",

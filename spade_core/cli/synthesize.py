@@ -7,7 +7,7 @@ import random
 import sys
 from pathlib import Path
 
-from .common import DTYPES, IMAGE_SUFFIXES, load_pipeline, parse_size
+from .common import DTYPES, IMAGE_SUFFIXES, parse_size
 
 # Label maps are stored losslessly; a folder's JPEGs are photos (e.g. renders beside their layouts), not label maps.
 LABEL_MAP_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
@@ -99,24 +99,37 @@ def instance_paths(instance: str | None, inputs: list[Path]) -> list[Path | None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Render every segmap; names follow the inputs."""
+    """Render every segmap; names follow the inputs.
+
+    The networks load from the pipeline folder and run through spade_core.synthesis, the function
+    SPADEPipeline calls too, without importing the pipeline class (start-up time).
+    """
     if args.num < 1:
         raise ValueError(f"--num must be at least 1, got {args.num}")
     height, width = parse_size(args.size)
     inputs = collect_segmaps(args.segmap)
     outputs = output_paths(inputs, args.out, args.num)
     instances = instance_paths(args.instance, inputs)
-    pipe = load_pipeline(args.model, args.device, args.dtype)
-    style = pipe.encode_style(args.style) if args.style else None
+    from ..devices import resolve_device
+    from ..hub.folder import load_components, resolve_pipeline_folder
+    from ..synthesis import FastNetworkCache, encode_style, synthesize, to_output
+
+    folder = resolve_pipeline_folder(args.model)
+    generator, encoder, label_set = load_components(folder, dtype=args.dtype, device=resolve_device(args.device))
+    style = encode_style(encoder, generator, args.style) if args.style else None
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    cache = FastNetworkCache()
     from tqdm.auto import tqdm
 
     total = len(inputs) * args.num
     written: list[Path] = []
     with tqdm(total=total, unit="image", disable=total < PROGRESS_FROM, file=sys.stderr) as bar:
         for segmap, instance, targets in zip(inputs, instances, outputs):
-            images = pipe(
+            images = synthesize(
+                generator,
+                label_set,
                 segmap,
+                encoder=encoder,
                 style=style,
                 instance_map=instance,
                 num_images_per_segmap=args.num,
@@ -125,13 +138,14 @@ def run(args: argparse.Namespace) -> int:
                 width=width,
                 nearest_color=args.nearest_color,
                 unknown=args.unknown,
-            ).images
-            for image, target in zip(images, targets):
+                cache=cache,
+            )
+            for image, target in zip(to_output(images, "pil"), targets):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 image.save(target)
                 written.append(target)
                 bar.update(1)
     where = written[0] if len(written) == 1 else f"{len(written)} images to {written[0].parent}"
-    seeded = f" (seed {seed})" if pipe.generator.config.use_vae else ""
+    seeded = f" (seed {seed})" if generator.config.use_vae else ""
     print(f"wrote {where}{seeded}")
     return 0
