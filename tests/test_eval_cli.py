@@ -9,6 +9,7 @@ FID or mIoU anyone could compare with the paper.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from conftest import COCO_SAMPLE
 
 from spade_core.cli import main
 from spade_core.data import PreprocessConfig, build_dataset
-from spade_core.eval import FIDInceptionV3
+from spade_core.eval import FIDInceptionV3, confusion_matrix, mean_iou
 from spade_core.labels import get_label_set
 from spade_core.models import SPADEGenerator
 from spade_core.pipeline import SPADEPipeline
@@ -139,16 +140,40 @@ def test_eval_scores_a_coco_model_and_reuses_cached_real_statistics(setup, capsy
     assert not list((root / "cache").glob("progress_*.npz"))  # a finished run leaves no partial state
 
 
-def test_eval_embedded_model_on_synthetic_landscapes_without_fid(capsys, tmp_path):
-    code, out, err = run(
-        capsys, "eval", "--format", "synthetic", "--num", 4, "--batch-size", 4, "--no-fid", "--out", tmp_path / "r.json"
-    )
+def test_eval_embedded_model_on_synthetic_landscapes_reports_miou_offline(capsys, tmp_path, monkeypatch):
+    """Out of the box: the shipped landscape segmenter scores the embedded model, no flags, no network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = run(capsys, "eval", "--format", "synthetic", "--num", 8, "--no-fid", "--out", tmp_path / "r.json")
     assert code == 0, err
-    assert "skipped fid: --no-fid" in out
+    assert "skipped fid: --no-fid" in out and "skipped miou" not in out
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["num_samples"] == 4 and report["metrics"] == {}
+    assert report["num_samples"] == 8 and set(report["metrics"]) == {"miou", "pixel_accuracy"}
     assert "--no-fid" in report["skipped"]["fid"] and "--no-fid" in report["skipped"]["kid"]
     assert report["setup"]["model"] == "embedded" and report["setup"]["label_set"] == "landscape"
+    assert report["setup"]["segmenter"].startswith("builtin:landscape")
+    assert report["details"]["segmenter"] == "LandscapeSegmenter" and report["details"]["num_classes"] == 10
+    miou, accuracy = report["metrics"]["miou"], report["metrics"]["pixel_accuracy"]
+    assert math.isfinite(miou) and 0 <= 100 * miou <= 100 and 0 <= accuracy <= 1
+    assert f"mIoU            {100 * miou:.2f} %" in out
+
+    # The same numbers as the shipped segmenter run by hand on the same generated images.
+    from spade_core.eval import draw_seed, load_landscape_segmenter
+    from spade_core.eval.metrics import to_unit_range
+    from spade_core.eval_command import (
+        build_eval_dataset,
+        eval_preprocess,
+        pipeline_generate_fn,
+    )
+
+    pipe = SPADEPipeline.from_pretrained()
+    dataset = build_eval_dataset("synthetic", None, "val", pipe, eval_preprocess("synthetic", (128, 128)), num=8)
+    labels = torch.cat([dataset[i]["label"] for i in range(8)])
+    images = to_unit_range(pipeline_generate_fn(pipe)(labels, None, draw_seed(0, 0)))
+    with torch.no_grad():
+        pred = load_landscape_segmenter()(images).argmax(1)
+    by_hand = mean_iou(confusion_matrix(pred, labels, 10))
+    assert miou == pytest.approx(by_hand["miou"], abs=1e-9)
+    assert accuracy == pytest.approx(by_hand["pixel_accuracy"], abs=1e-9)
 
 
 def test_eval_user_errors_print_one_line_and_exit_2(setup, capsys, monkeypatch, tmp_path):
