@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .registry import entry_for_class_count
+from .registry import DATASETS, entry_for_class_count
 
 __all__ = [
     "LabelSet",
@@ -375,23 +375,23 @@ class LabelSet:
         return [(i, n, c) for i, (n, c) in enumerate(zip(self.class_names, self.palette))]
 
 
-_BUILTIN_FILES = {
-    "ade20k": "ade20k.json",
-    "coco": "coco.json",
-    "cityscapes": "cityscapes.json",
-    "landscape": "landscape.json",
-}
 _REGISTRY: dict[str, LabelSet] = {}
 
 
+def _builtin_names() -> set[str]:
+    """The label sets of the registered datasets that ship as assets/labels/<name>.json."""
+    folder = resources.files("spade_core") / "assets" / "labels"
+    return {e.label_set for e in DATASETS.values() if (folder / f"{e.label_set}.json").is_file()}
+
+
 def _load_builtin(name: str) -> LabelSet:
-    path = resources.files("spade_core") / "assets" / "labels" / _BUILTIN_FILES[name]
+    path = resources.files("spade_core") / "assets" / "labels" / f"{name}.json"
     return LabelSet.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def available_label_sets() -> list[str]:
     """Names accepted by `get_label_set`: the built-ins and every registered set."""
-    return sorted(set(_BUILTIN_FILES) | set(_REGISTRY))
+    return sorted(_builtin_names() | set(_REGISTRY))
 
 
 def get_label_set(name: str | LabelSet) -> LabelSet:
@@ -400,7 +400,7 @@ def get_label_set(name: str | LabelSet) -> LabelSet:
         return name
     key = str(name).lower()
     if key not in _REGISTRY:
-        if key not in _BUILTIN_FILES:
+        if key not in _builtin_names():
             raise ValueError(
                 f"unknown label set {name!r}: pass one of {', '.join(available_label_sets())} "
                 "or register your own with register_label_set()"
@@ -414,7 +414,7 @@ def register_label_set(label_set: LabelSet, overwrite: bool = False) -> None:
     if not isinstance(label_set, LabelSet):
         raise ValueError(f"register_label_set needs a LabelSet, got {type(label_set).__name__}")
     key = label_set.name.lower()
-    if not overwrite and key in set(_BUILTIN_FILES) | set(_REGISTRY):
+    if not overwrite and key in _builtin_names() | set(_REGISTRY):
         if get_label_set(key) == label_set:
             return
         raise ValueError(

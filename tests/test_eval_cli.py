@@ -157,13 +157,13 @@ def test_eval_embedded_model_on_synthetic_landscapes_reports_miou_offline(capsys
     assert f"mIoU            {100 * miou:.2f} %" in out
 
     # The same numbers as the shipped segmenter run by hand on the same generated images.
-    from spade_core.eval import draw_seed, load_landscape_segmenter
-    from spade_core.eval.metrics import to_unit_range
-    from spade_core.eval_command import (
+    from spade_core.cli.eval import (
         build_eval_dataset,
         eval_preprocess,
         pipeline_generate_fn,
     )
+    from spade_core.eval import draw_seed, load_landscape_segmenter
+    from spade_core.eval.metrics import to_unit_range
 
     pipe = SPADEPipeline.from_pretrained()
     dataset = build_eval_dataset("synthetic", None, "val", pipe, eval_preprocess("synthetic", (128, 128)), num=8)
@@ -204,7 +204,7 @@ def test_eval_user_errors_print_one_line_and_exit_2(setup, capsys, monkeypatch, 
 
 def test_cache_dir_drops_partial_progress_of_another_model(tmp_path, capsys):
     """evaluate() keys its partial progress on the metric settings, not the generator: the command does."""
-    from spade_core.eval_command import _claim_cache_dir
+    from spade_core.cli.eval import _claim_cache_dir
 
     _claim_cache_dir(tmp_path, "model-a")
     (tmp_path / "progress_0123.npz").write_bytes(b"partial")

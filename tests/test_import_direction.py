@@ -18,7 +18,7 @@ LAYERS = [
     ("spade_core.train",),
     ("spade_core.hub",),
     ("spade_core.pipeline",),
-    ("spade_core.cli", "spade_core.demo", "spade_core.eval_command", "spade_nodes"),
+    ("spade_core.cli", "spade_core.demo", "spade_nodes"),
 ]
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..registry import DATASETS
+
 IGNORE_LABEL = 255
 
 # Official Cityscapes id -> trainId table (cityscapesScripts `labels.py`); ids not listed are ignored.
@@ -23,36 +25,10 @@ CITYSCAPES_19_CLASSES = (
     "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
 )
 
-# How the paper (Park et al. 2019, Sec. 4 and Table 1) measured segmentation consistency. Documentation
-# only: the segmenter is pluggable, and these networks are not shipped with spade.
+# How the paper (Park et al. 2019, Sec. 4 and Table 1) measured segmentation consistency, per dataset
+# (spade_core.registry). Documentation only: the segmenter is pluggable, and these networks are not shipped.
 PAPER_PROTOCOL: dict[str, dict[str, Any]] = {
-    "ade20k": {
-        "segmenter": "UperNet101",
-        "segmenter_source": "CSAILVision/semantic-segmentation-pytorch (ResNet-101 UperNet, ADE20K)",
-        "num_classes": 150,
-        "label_map": "raw ADE20K ids 1..150 -> 0..149; raw 0 (unlabeled) ignored",
-        "image_size_hw": (256, 256),
-        "split": "validation, 2,000 images",
-        "paper_results": {"miou_percent": 38.5, "pixel_accuracy_percent": 79.9, "fid": 33.9},
-    },
-    "coco": {
-        "segmenter": "DeepLabV2",
-        "segmenter_source": "kazuto1011/deeplab-pytorch (ResNet-101 DeepLab v2, COCO-Stuff 164k)",
-        "num_classes": 182,
-        "label_map": "COCO-Stuff ids 0..181 as they are; 255 ignored",
-        "image_size_hw": (256, 256),
-        "split": "validation, 5,000 images",
-        "paper_results": {"miou_percent": 37.4, "pixel_accuracy_percent": 67.9, "fid": 22.6},
-    },
-    "cityscapes": {
-        "segmenter": "DRN-D-105",
-        "segmenter_source": "fyu/drn (DRN-D-105, Cityscapes 19 train classes)",
-        "num_classes": 19,
-        "label_map": "CITYSCAPES_35_TO_19 (ids -> trainIds, others ignored as 255)",
-        "image_size_hw": (256, 512),
-        "split": "validation, 500 images",
-        "paper_results": {"miou_percent": 62.3, "pixel_accuracy_percent": 81.9, "fid": 71.8},
-    },
+    name: dict(entry.evaluation) for name, entry in DATASETS.items() if entry.evaluation is not None
 }
 
 LabelMap = Mapping[int, int] | torch.Tensor

@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..labels import LabelSet
 from ..models.generator import UPSAMPLING_LAYERS, latent_size
+from ..registry import DATASETS
 from .folder import (
     CONFIG_NAME,
     DISCRIMINATOR,
@@ -34,7 +35,6 @@ NVLABS_LICENSE = "cc-by-nc-sa-4.0"
 LIBRARY_NAME = "spade"
 BASE_TAGS = ("semantic-image-synthesis", "image-to-image", "gan", "spade", "gaugan", "pytorch")
 # Built-in label set -> (Hub dataset id, readable name).
-DATASETS = {"ade20k": ("ade20k", "ADE20K"), "coco": ("coco-stuff", "COCO-Stuff"), "cityscapes": ("cityscapes", "Cityscapes")}
 METRIC_NAMES = {"fid": "FID (lower is better)", "miou": "mIoU (higher is better)", "accu": "pixel accuracy"}
 _SECTION = re.compile(r"^## ([^\n]+)\n(.*?)(?=^## |\Z)", re.DOTALL | re.MULTILINE)
 # Sections a card render writes itself (a "Label set `name`" title starts with the first entry).
@@ -72,6 +72,14 @@ def _weight_count(weights: Path) -> int | None:
             return total
     except (SafetensorError, OSError):  # a broken file is reported by the loader, not by the card
         return None
+
+
+def _hub_dataset(label_set_name: str) -> tuple[str | None, str]:
+    """(Hub dataset id, display name) of the registered dataset with this label set; (None, the name) otherwise."""
+    for entry in DATASETS.values():
+        if entry.label_set == label_set_name and entry.hub_dataset_id:
+            return entry.hub_dataset_id, entry.display_name
+    return None, label_set_name
 
 
 def _native_size(cfg: dict[str, Any]) -> tuple[int, int]:
@@ -160,7 +168,7 @@ def render_model_card(
     if isinstance(label_set, dict):
         label_set = LabelSet.from_dict(label_set)
     cfg = generator_config
-    dataset_id, dataset_name = DATASETS.get(label_set.name, (None, label_set.name))
+    dataset_id, dataset_name = _hub_dataset(label_set.name)
     if datasets is None:
         datasets = [dataset_id] if dataset_id else []
     name = repo_id.split("/")[-1] if repo_id else f"spade-{label_set.name}"
