@@ -330,3 +330,22 @@ def test_readme_api_example_runs(server, segmaps, capsys):
     exec(compile(code, "examples/space/README.md", "exec"), {})  # noqa: S102 - the README's own example
     with Image.open(capsys.readouterr().out.strip().splitlines()[-1]) as image:
         assert image.size == (64, 64)
+
+
+def test_offered_sizes_fit_the_memory_budget_for_every_model(pipe):
+    """Style-encoder models get other sizes too; a large model is offered only what fits one request's budget."""
+    import torch
+
+    from spade_core.demo.app import DEMO_SYNTHESIS_BYTES, _size_choices
+    from spade_core.models import SPADEGenerator
+    from spade_core.pipeline import SPADEPipeline
+    from spade_core.synthesis import estimate_inference_bytes
+
+    assert len(_size_choices(pipe)) > 1  # the tiny VAE pipeline
+    with torch.device("meta"):
+        ade = SPADEGenerator.from_preset("ade20k")
+    big = SPADEPipeline(generator=ade, label_set=get_label_set("ade20k"))
+    sizes = [tuple(map(int, value.split("x"))) for _, value in _size_choices(big)]
+    assert sizes[0] == (256, 256) and (512, 512) not in sizes
+    for h, w in sizes[1:]:
+        assert estimate_inference_bytes(ade, 1, h, w) <= DEMO_SYNTHESIS_BYTES

@@ -57,6 +57,8 @@ EMBEDDED = "embedded"
 # and per request's outputs; below the library's general limit (spade_core.images).
 DEMO_MAX_PIXELS = 4096 * 4096
 DEFAULT_MAX_FILE_SIZE = "10mb"
+# Sizes beyond the native one are offered only when one image's generator activations fit in this.
+DEMO_SYNTHESIS_BYTES = 384 * 2**20
 INTRO = """# SPADE · GauGAN-style painting
 Paint with the model's classes (each brush colour is one class, see the legend), then **Generate**.
 Start from the blank canvas or an example below, or upload a segmentation map (label PNG or colour map).
@@ -457,17 +459,18 @@ def _canvas_size(pipe: "SPADEPipeline") -> tuple[int, int]:
 
 
 def _size_choices(pipe: "SPADEPipeline") -> list[tuple[str, str]]:
-    """(label, "HxW") output sizes: the native one, and for models without a fixed style map a few more."""
+    """(label, "HxW") output sizes: the native one, and a few more whose synthesis fits the demo's memory budget."""
+    from ..synthesis import estimate_inference_bytes
+
     gen = pipe.generator
     h, w = gen.native_size
     choices = [(f"{w}×{h} (native)", f"{h}x{w}")]
-    if gen.config.use_vae:
-        return choices
     m = gen.size_multiple
     for scale in (0.5, 1.5, 2.0):
         sh, sw = max(m, round(h * scale / m) * m), max(m, round(w * scale / m) * m)
         value = f"{sh}x{sw}"
-        if max(sh, sw) <= 2048 and value not in [v for _, v in choices]:
+        fits = estimate_inference_bytes(gen, 1, sh, sw) <= DEMO_SYNTHESIS_BYTES
+        if fits and value not in [v for _, v in choices]:
             choices.append((f"{sw}×{sh}", value))
     return choices
 
@@ -789,7 +792,7 @@ def build_demo(
                                      format="png", allow_preview=False, elem_id="spade-variations-gallery")
         with gr.Accordion("Advanced settings", open=False):
             size_box = gr.Dropdown(choices=sizes, value=sizes[0][1], label="Output size (WxH)",
-                                   info="models with a style encoder make their native size only")
+                                   info="sizes whose synthesis fits this demo's memory budget")
             upscale_box = gr.Radio(list(UPSCALES), value="1x", label="Upscale the result (Lanczos)")
             count_box = gr.Slider(2, max_variations, value=min(4, max_variations), step=1, label="Variations")
             layout_view = gr.Image(label="Layout as the model reads it", type="pil", interactive=False, height=200,

@@ -16,7 +16,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..labels import LabelSet
-from ..models.generator import UPSAMPLING_LAYERS, latent_size
+from ..models.generator import UPSAMPLING_LAYERS, native_size
 from ..registry import DATASETS
 from .folder import (
     CONFIG_NAME,
@@ -80,12 +80,6 @@ def _hub_dataset(label_set_name: str) -> tuple[str | None, str]:
         if entry.label_set == label_set_name and entry.hub_dataset_id:
             return entry.hub_dataset_id, entry.display_name
     return None, label_set_name
-
-
-def _native_size(cfg: dict[str, Any]) -> tuple[int, int]:
-    ups = cfg.get("num_upsampling_layers", "normal")
-    sh, sw = latent_size(int(cfg.get("crop_size", 256)), float(cfg.get("aspect_ratio", 1.0)), ups)
-    return sh * 2 ** UPSAMPLING_LAYERS[ups], sw * 2 ** UPSAMPLING_LAYERS[ups]
 
 
 def read_model_card_metadata(folder: str | Path) -> dict[str, Any]:
@@ -192,7 +186,9 @@ def render_model_card(
         model_name=name if eval_results else None,
         eval_results=eval_results or None,
     )
-    height, width = _native_size(cfg)
+    height, width = native_size(
+        int(cfg.get("crop_size", 256)), float(cfg.get("aspect_ratio", 1.0)), cfg.get("num_upsampling_layers", "normal")
+    )
     vae = bool(cfg.get("use_vae", False))
     multiple = 2 ** UPSAMPLING_LAYERS[cfg.get("num_upsampling_layers", "normal")]
     size_note = "fixed: the style code maps to this layout" if vae else f"any multiple of {multiple} works"

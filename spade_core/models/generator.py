@@ -30,6 +30,13 @@ def latent_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: str)
     return sh, sw
 
 
+def native_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: str) -> tuple[int, int]:
+    """(height, width) of the images a generator of this configuration makes at its native size."""
+    sh, sw = latent_size(crop_size, aspect_ratio, num_upsampling_layers)
+    step = 2 ** UPSAMPLING_LAYERS[num_upsampling_layers]
+    return sh * step, sw * step
+
+
 @dataclass(frozen=True)
 class BlockStep:
     """One step of the generator's block schedule: the map doubles (nearest) before ``block`` if ``upsample``."""
