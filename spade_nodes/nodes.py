@@ -53,6 +53,8 @@ SEGMAP_MODES = ("auto", "index", "raw", "color")
 UNKNOWN = ("error", "dontcare")
 MAX_SIZE = MAX_SIDE  # the largest width / height Synthesize accepts
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+# The IMAGE batch one Synthesize run returns (float32 RGB): 4 GiB is 64 images of 2048x2048.
+MAX_OUTPUT_BYTES = 4 * 2**30
 
 SPADE_MODEL = io.Custom("SPADE_MODEL")
 SPADE_SEGMAP = io.Custom("SPADE_SEGMAP")
@@ -421,6 +423,12 @@ class SPADESynthesize(io.ComfyNode):
         labels = segmap.labels
         styles = _pair_styles(style, labels.shape[0])
         h, w = _output_size(model.pipeline, width, height)
+        count = labels.shape[0] * batch_size
+        if count * h * w * 3 * 4 > MAX_OUTPUT_BYTES:
+            raise ValueError(
+                f"{count} image(s) of {w}x{h} make a {count * h * w * 12 / 2**30:.1f} GiB IMAGE batch, over the "
+                f"{MAX_OUTPUT_BYTES / 2**30:.0f} GiB one Synthesize run returns: lower batch_size, width or height"
+            )
         work = h * w * (model.label_set.semantic_nc + 1024) * 4  # rough activation peak of one image
         bar = _comfy.progress_bar(labels.shape[0] * batch_size)
         images = []
