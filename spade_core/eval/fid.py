@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..files import atomic_write_bytes
 
 _IMAGINARY_TOLERANCE = 1e-3
 
@@ -212,12 +214,6 @@ class FeatureStatsCache:
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """Save arrays to `path` through a temporary file, so an interruption never leaves half a cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -33,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..files import TMP_PREFIX, atomic_write_text, fsync_dir
 from ..files import read_json as read_json_file
 from ..models import MultiscaleDiscriminator, SPADEEncoder, SPADEGenerator
 from ..models.files import WEIGHTS_NAME
@@ -44,7 +45,6 @@ STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 CONFIG_NAME = "train_config.json"
 LABEL_SET_NAME = "label_set.json"
-TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -54,45 +54,6 @@ NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "encoder": SPADEEncoder,
     "discriminator": MultiscaleDiscriminator,
 }
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Text version of :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -364,7 +325,7 @@ def save_checkpoint(
         if final.exists():
             _discard(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         atomic_write_text(root / LATEST_FILE, name + "\n")
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..data.registry import available_formats
 from ..data.transforms import PREPROCESS_MODES
-from ..files import read_json
+from ..files import atomic_write_text, read_json
 from ..images import MAX_SIDE
 from ..registry import DATASETS
 
@@ -249,8 +249,6 @@ class TrainConfig:
 
     def save(self, run_dir: str | Path) -> list[Path]:
         """Write ``config.json`` and a commented ``config.yaml`` into ``run_dir``, atomically."""
-        from .checkpoint import atomic_write_text
-
         run_dir = Path(run_dir)
         return [
             atomic_write_text(run_dir / "config.json", json.dumps(self.to_dict(), indent=2) + "\n"),

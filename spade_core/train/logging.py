@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write_text
+from ..files import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
