@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = _PROTOCOL_EPILOG  # type: ignore[assignment]
     p.add_argument("--model", metavar="REPO|DIR", help="pipeline folder or Hub repo id (default: the embedded model)")
     p.add_argument("--data", metavar="DIR", help="dataset root (a Hub dataset id for --format hf; not needed for synthetic)")
-    p.add_argument("--format", required=True, metavar="NAME",
-                   help="dataset format: ade20k, cityscapes, coco, folder, hf or synthetic")
+    from ..data.registry import available_formats
+
+    p.add_argument("--format", required=True, metavar="NAME", help=f"dataset format: {', '.join(available_formats())}")
     p.add_argument("--split", default="val", help="dataset split (default val)")
     p.add_argument("--num", type=int, metavar="N",
                    help=f"score the first N samples (default: the whole split; synthetic: {SYNTHETIC_DEFAULT_NUM})")

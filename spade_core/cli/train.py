@@ -75,10 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``spade train`` options to ``parser`` (every default is None: unset flags change nothing)."""
     add = parser.add_argument
     add("--data", metavar="DIR", help="dataset folder (not needed for --format synthetic)")
-    add("--format", help="dataset format: ade20k, cityscapes, coco, folder, hf, synthetic")
+    from ..data.registry import available_formats
+    from ..registry import DATASETS
+
+    label_sets = ", ".join(sorted({entry.label_set for entry in DATASETS.values()}))
+    add("--format", help=f"dataset format: {', '.join(available_formats())}")
     add("--split", help="dataset split (default train)")
-    add("--label-set", help="built-in label set name (default: the format's own)")
-    add("--preset", help="take the network and preprocessing settings of a model preset: ade20k, coco, cityscapes")
+    add("--label-set", help=f"built-in label set: {label_sets} (default: the format's own)")
+    add("--preset", help=f"take the network and preprocessing settings of a preset: {', '.join(sorted(DATASETS))}")
     add("--config", metavar="FILE", help="YAML or JSON file of TrainConfig fields")
     add("--out", metavar="RUN_DIR", help="run folder for config, checkpoints, samples and logs (default runs/spade)")
     add("--resume", action="store_true",
