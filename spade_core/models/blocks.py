@@ -54,6 +54,7 @@ class SPADEResnetBlock(nn.Module):
     def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelLayout) -> torch.Tensor:
         """x (N,fin,H,W), seg (N,semantic_nc,H',W') or its ``LabelLayout`` -> (N,fout,H,W)."""
         x_s = self.shortcut(x, seg)
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        # In place: the SPADE output is a fresh tensor no backward needs, so the activation keeps one copy.
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2, inplace=True))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2, inplace=True))
         return x_s + dx
