@@ -24,6 +24,7 @@ from .devices import resolve_device, resolve_dtype
 from .hub.folder import COMPONENTS as _COMPONENTS
 from .hub.folder import QuietDiffusers as _QuietDiffusers
 from .hub.folder import (
+    check_encoder_fits,
     check_pipeline_folder,
     embedded_model_dir,
     finish_loaded,
@@ -104,16 +105,7 @@ class SPADEPipeline(DiffusionPipeline):
         super().__init__()
         if not isinstance(generator, SPADEGenerator):
             raise ValueError(f"generator must be a SPADEGenerator, got {type(generator).__name__}")
-        if encoder is not None:
-            if not isinstance(encoder, SPADEEncoder):
-                raise ValueError(f"encoder must be a SPADEEncoder or None, got {type(encoder).__name__}")
-            if not generator.config.use_vae:
-                raise ValueError("an encoder was given but the generator was built without use_vae: drop the encoder")
-            if encoder.config.z_dim != generator.config.z_dim:
-                raise ValueError(
-                    f"encoder z_dim {encoder.config.z_dim} differs from generator z_dim {generator.config.z_dim}: "
-                    "pass the encoder trained with this generator"
-                )
+        check_encoder_fits(generator, encoder)
         if label_set is None:
             label_set = matching_label_set(generator)
         elif not isinstance(label_set, LabelSet):
@@ -276,11 +268,7 @@ class SPADEPipeline(DiffusionPipeline):
         nearest_color: bool = False,
         unknown: str = "error",
     ) -> torch.Tensor:
-        """Segmap(s) -> the generator's one-hot input (N*k, semantic_nc, H, W) on its device, in its dtype.
-
-        Labels (and instance ids) are resized with legacy nearest to ``height`` x ``width``
-        (default: native size); each segmap's map is repeated ``num_images_per_segmap`` times.
-        """
+        """Segmap(s) -> the generator's one-hot input (N*k, semantic_nc, H, W) (spade_core.synthesis.prepare_semantics)."""
         return _prepare_semantics(
             self.generator, self.label_set, segmap, instance_map, height, width, num_images_per_segmap,
             nearest_color=nearest_color, unknown=unknown,

@@ -49,6 +49,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "QuietDiffusers",
     "build_model_index",
+    "check_encoder_fits",
     "check_out_folder",
     "check_pipeline_folder",
     "check_weights_finite",
@@ -235,7 +236,7 @@ def check_pipeline_folder(folder: str | Path) -> dict[str, Any]:
     return index
 
 
-def _check_encoder_fits(generator: SPADEGenerator, encoder: SPADEEncoder | None) -> None:
+def check_encoder_fits(generator: SPADEGenerator, encoder: SPADEEncoder | None) -> None:
     """Raise unless ``encoder`` is None or the VAE encoder that goes with ``generator``."""
     if encoder is None:
         return
@@ -317,7 +318,7 @@ def load_components(
         loaded[name] = module.eval()
     generator, encoder = loaded[GENERATOR], loaded[ENCODER]
     check_label_set(label_set, generator)
-    _check_encoder_fits(generator, encoder)
+    check_encoder_fits(generator, encoder)
     return generator, encoder, label_set
 
 
@@ -365,7 +366,7 @@ def write_pipeline_folder(
     """
     if not isinstance(generator, SPADEGenerator):
         raise ValueError(f"generator must be a SPADEGenerator, got {type(generator).__name__}")
-    _check_encoder_fits(generator, encoder)
+    check_encoder_fits(generator, encoder)
     if discriminator is not None and not isinstance(discriminator, MultiscaleDiscriminator):
         raise ValueError(f"discriminator must be a MultiscaleDiscriminator or None, got {type(discriminator).__name__}")
     if not isinstance(label_set, LabelSet):
