@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
     total = len(inputs) * args.num
     written: list[Path] = []
-    with tqdm(total=total, unit="image", disable=total < PROGRESS_FROM, file=sys.stderr) as bar:
+    # Only on a terminal (disable=None), and cleared on exit, so that an error stays the one line it should be.
+    disable = True if total < PROGRESS_FROM else None
+    with tqdm(total=total, unit="image", disable=disable, leave=False, file=sys.stderr) as bar:
         for segmap, instance, targets in zip(inputs, instances, outputs):
             images = synthesize(
                 generator,
