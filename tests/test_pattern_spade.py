@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from spade_core.models import MultiscaleDiscriminator, SPADEGenerator
-from spade_core.models.patterns import LabelLayout, make_plan, modulate
+from spade_core.models.layers import ReferenceSyncBatchNorm2d, fused_norm
+from spade_core.models.normalization import SPADE
+from spade_core.models.patterns import LabelLayout, make_plan, modulate, norm_modulate
 from spade_core.segmap import one_hot_semantics
 from spade_core.train.steps import LossSettings, discriminator_losses, generator_losses
 
@@ -206,3 +208,104 @@ def test_plan_patterns_are_exact_windows():
         assert (members == members[0]).all()
     assert ids.unique().numel() == windows.unique(dim=0).shape[0]
     assert isinstance(LabelLayout(torch.zeros(1, 4, 4, 4), 3, True).keys, type(None))
+
+
+def _fused_inputs(channels_last: bool):
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64) * 2 + 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    table = torch.randn(6, 6, dtype=torch.float64)
+    ids = torch.randint(0, 6, (2 * 5 * 4,))
+    return x.requires_grad_(), table.requires_grad_(), ids
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("mode", ["batch", "running", "instance"])
+def test_fused_norm_modulate_gradcheck(mode, channels_last):
+    x, table, ids = _fused_inputs(channels_last)
+    running = (torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5)
+    stats = running if mode == "running" else (None, None)
+    torch.autograd.gradcheck(lambda a, t: norm_modulate(a, t, ids, mode, *stats, 0.1, 1e-5), (x, table))
+    norm = {
+        "batch": torch.nn.BatchNorm2d(3, affine=False, track_running_stats=False),
+        "running": torch.nn.BatchNorm2d(3, affine=False).eval(),
+        "instance": torch.nn.InstanceNorm2d(3),
+    }[mode].double()
+    if mode == "running":
+        norm.running_mean.copy_(running[0])
+        norm.running_var.copy_(running[1])
+    got = norm_modulate(x, table, ids, mode, *stats, 0.1, 1e-5)
+    want = modulate(norm(x), table, ids)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(got, want)
+    grads = torch.autograd.grad(got.square().sum(), (x, table))
+    expected = torch.autograd.grad(want.square().sum(), (x, table))
+    for have, exp in zip(grads, expected):
+        torch.testing.assert_close(have, exp)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("kind", [torch.nn.BatchNorm2d, ReferenceSyncBatchNorm2d])
+def test_fused_norm_updates_running_buffers_like_batch_norm(kind, momentum):
+    torch.manual_seed(4)
+    fused_module, plain = kind(3, affine=False, momentum=momentum), kind(3, affine=False, momentum=momentum)
+    table = torch.randn(4, 6)
+    for step in range(3):
+        x = torch.randn(2, 3, 5, 4) * (step + 1) + step
+        ids = torch.randint(0, 4, (2 * 5 * 4,))
+        fused = fused_norm(fused_module, x)
+        assert fused is not None and fused.mode == "batch"
+        got = norm_modulate(x, table, ids, fused.mode, fused.running_mean, fused.running_var, fused.momentum, fused.eps)
+        torch.testing.assert_close(got, modulate(plain(x), table, ids))
+    for name, buffer in plain.named_buffers():
+        assert torch.equal(buffer, dict(fused_module.named_buffers())[name]), name
+    assert int(plain.num_batches_tracked) == (3 if kind is torch.nn.BatchNorm2d else 0)
+    plain.eval()
+    assert fused_norm(plain, x).mode == "running"
+
+
+def test_fused_norm_covers_only_the_exact_configurations():
+    x = torch.randn(2, 3, 4, 4)
+    assert fused_norm(torch.nn.InstanceNorm2d(3), x).mode == "instance"
+    assert fused_norm(torch.nn.InstanceNorm2d(3, affine=True), x) is None
+    assert fused_norm(torch.nn.InstanceNorm2d(3, track_running_stats=True), x) is None
+    assert fused_norm(torch.nn.BatchNorm2d(3), x) is None  # affine
+    assert fused_norm(torch.nn.SyncBatchNorm(3, affine=False), x) is None
+    hooked = torch.nn.BatchNorm2d(3, affine=False)
+    hooked.register_forward_hook(lambda *args: None)
+    assert fused_norm(hooked, x) is None
+    assert fused_norm(torch.nn.BatchNorm2d(3, affine=False), torch.randn(1, 3, 1, 1)) is None  # module raises
+    assert fused_norm(torch.nn.BatchNorm2d(3, affine=False).eval(), torch.randn(1, 3, 1, 1)).mode == "running"
+
+
+def _saved_bytes(layer, x, seg) -> int:
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x, seg)
+    return total
+
+
+@pytest.mark.parametrize("norm", ["syncbatch", "batch", "instance"])
+def test_pattern_path_saves_one_feature_map_not_two(norm):
+    torch.manual_seed(0)
+    layer = SPADE(64, 3, norm, hidden_nc=16)
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[:, 10:40, 5:30] = 1
+    labels[1, 30:, 20:] = 2
+    sem = one_hot_semantics(labels, 3, False, False)
+    x = torch.randn(2, 64, 64, 64, requires_grad=True)
+    feature_map = x.numel() * x.element_size()
+    layout = LabelLayout(sem, 3, False)
+    assert layout.plan((64, 64), 3).sparse
+    fused = _saved_bytes(layer, x, layout)
+    assert feature_map <= fused <= 1.2 * feature_map, fused / feature_map
+    # the same layer unfused (a forward hook on its norm) keeps the normalized map too
+    layer.param_free_norm.register_forward_hook(lambda *args: None)
+    assert _saved_bytes(layer, x, layout) >= 1.9 * feature_map

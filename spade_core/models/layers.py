@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -101,6 +102,55 @@ class ReferenceSyncBatchNorm2d(nn.SyncBatchNorm):
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
             raise ValueError(f"expected a 4D input (N,C,H,W), got {x.dim()}D")
+
+
+@dataclass
+class FusedNorm:
+    """How a parameter-free norm normalizes one input, for ``patterns.norm_modulate``."""
+
+    mode: str  # "batch" (batch statistics), "running" (running statistics) or "instance"
+    running_mean: torch.Tensor | None = None  # updated in place in "batch" mode when given
+    running_var: torch.Tensor | None = None
+    momentum: float = 0.0
+    eps: float = 1e-5
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def fused_norm(module: nn.Module, x: torch.Tensor) -> FusedNorm | None:
+    """What ``module(x)`` would compute, for a fused norm + modulation, or None (call ``module``).
+
+    Covers exactly ``param_free_norm``'s modules on a 4D input: ``nn.BatchNorm2d`` /
+    ``ReferenceSyncBatchNorm2d`` without affine (batch statistics in training, running ones in
+    eval; not under a multi-process group) and ``nn.InstanceNorm2d`` without affine and running
+    statistics; modules with hooks go through ``module``. For a training batch norm this does
+    the bookkeeping ``module.forward`` does first: it advances ``num_batches_tracked`` (not for
+    ``ReferenceSyncBatchNorm2d``, which never does) and picks the momentum (cumulative average
+    when ``momentum`` is None).
+    """
+    if x.dim() != 4 or module._forward_hooks or module._forward_pre_hooks:
+        return None
+    kind = type(module)
+    if kind is nn.InstanceNorm2d:
+        if module.affine or module.track_running_stats:
+            return None
+        return FusedNorm("instance", eps=module.eps)
+    if kind not in (nn.BatchNorm2d, ReferenceSyncBatchNorm2d) or module.affine or _distributed():
+        return None
+    batch_stats = module.training or module.running_mean is None
+    if batch_stats and x.numel() // x.shape[1] <= 1:
+        return None  # the module raises its own error
+    if not batch_stats:
+        return FusedNorm("running", module.running_mean, module.running_var, 0.0, module.eps)
+    momentum = 0.0 if module.momentum is None else module.momentum
+    if kind is nn.BatchNorm2d and module.training and module.track_running_stats and module.num_batches_tracked is not None:
+        module.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
+    if kind is nn.BatchNorm2d and module.training and not module.track_running_stats:
+        return FusedNorm("batch", None, None, momentum, module.eps)
+    return FusedNorm("batch", module.running_mean, module.running_var, momentum, module.eps)
 
 
 def param_free_norm(kind: str, num_features: int) -> nn.Module:

@@ -2,7 +2,9 @@
 
 Given a ``LabelLayout`` (what the generator passes) instead of a plain one-hot tensor, the
 modulation runs per label pattern (``spade_core.models.patterns``): same numbers up to float
-summation order, forward and backward. The parameter-free norm always runs dense.
+summation order, forward and backward. On those layers the parameter-free norm is fused with
+the modulation (``patterns.norm_modulate``, where ``layers.fused_norm`` covers the norm): the
+backward recomputes the normalized map from ``x`` instead of keeping a second full-size copy.
 """
 
 from __future__ import annotations
@@ -11,8 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import has_spectral_norm, param_free_norm
-from .patterns import LabelLayout, modulate, one_hot_table, pattern_rows, per_pixel, tap_matrix, window_rows
+from .layers import fused_norm, has_spectral_norm, param_free_norm
+from .patterns import (
+    LabelLayout,
+    modulate,
+    norm_modulate,
+    one_hot_table,
+    pattern_rows,
+    per_pixel,
+    tap_matrix,
+    window_rows,
+)
 
 
 class SPADE(nn.Module):
@@ -61,22 +72,29 @@ class SPADE(nn.Module):
     def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelLayout) -> torch.Tensor:
         """x (N,C,H,W) features; segmap (N,semantic_nc,H',W') one-hot at any resolution, or a
         ``LabelLayout`` of it (per-pattern modulation where the layout has few patterns)."""
-        normalized = self.param_free_norm(x)
         plan = None
         if isinstance(segmap, LabelLayout):
             plan = segmap.plan(x.shape[2:], self.kernel_size) if self.uses_patterns(segmap) else None
             if plan is None:
                 segmap = segmap.semantics
         if plan is None:
+            normalized = self.param_free_norm(x)
             gamma, beta = self.modulation(segmap, x.shape[2:])
             return normalized * (1 + gamma) + beta
+        fused = fused_norm(self.param_free_norm, x) if plan.sparse else None
+        normalized = self.param_free_norm(x) if fused is None else None
         shared = self.mlp_shared[0]
         table = one_hot_table(shared.weight, segmap.n_classes, segmap.use_edge)
         hidden = F.relu(window_rows(plan, table, shared.bias))  # mlp_shared as a look-up
         if plan.sparse:
             weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
             bias = torch.cat([self.mlp_gamma.bias + 1, self.mlp_beta.bias])  # the "1 +" of (1 + gamma)
-            return modulate(normalized, pattern_rows(plan, hidden, tap_matrix(weight), bias), plan.pattern_ids)
+            rows = pattern_rows(plan, hidden, tap_matrix(weight), bias)
+            if fused is None:
+                return modulate(normalized, rows, plan.pattern_ids)
+            return norm_modulate(
+                x, rows, plan.pattern_ids, fused.mode, fused.running_mean, fused.running_var, fused.momentum, fused.eps
+            )
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         hidden_map = per_pixel(hidden, plan.hidden_ids, channels_last)
         return normalized * (1 + self.mlp_gamma(hidden_map)) + self.mlp_beta(hidden_map)

@@ -264,6 +264,20 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+def _pattern_sums(d_scale: torch.Tensor, d_shift: torch.Tensor, ids: torch.Tensor, count: int) -> torch.Tensor:
+    """Per-pattern sums of two (N, C, h, w) maps: (2C, count), rows [d_scale | d_shift] per channel."""
+    c = d_scale.shape[1]
+    if _channels_last(d_shift):
+        rows = d_shift.new_zeros(count, 2 * c)
+        rows[:, :c].index_add_(0, ids, d_scale.permute(0, 2, 3, 1).reshape(-1, c))
+        rows[:, c:].index_add_(0, ids, d_shift.permute(0, 2, 3, 1).reshape(-1, c))
+        return rows.t()
+    columns = d_shift.new_zeros(2 * c, count)
+    columns[:c].index_add_(1, ids, d_scale.transpose(0, 1).reshape(c, -1))
+    columns[c:].index_add_(1, ids, d_shift.transpose(0, 1).reshape(c, -1))
+    return columns
+
+
 class _Modulate(torch.autograd.Function):
     """``normalized * scale[ids] + shift[ids]`` with (scale | shift) = ``table`` (P, 2C).
 
@@ -292,20 +306,98 @@ class _Modulate(torch.autograd.Function):
             scale = _gather(table[:, :c].to(dtype), ids, normalized)
             grad_normalized = (grad * scale).to(normalized.dtype)
         if ctx.needs_input_grad[1]:
-            d_scale = grad * normalized
-            if _channels_last(normalized):
-                grad_table = table.new_zeros(table.shape, dtype=dtype)
-                grad_table[:, :c].index_add_(0, ids, d_scale.permute(0, 2, 3, 1).reshape(-1, c))
-                grad_table[:, c:].index_add_(0, ids, grad.permute(0, 2, 3, 1).reshape(-1, c))
-            else:
-                columns = torch.zeros(2 * c, table.shape[0], dtype=dtype, device=table.device)
-                columns[:c].index_add_(1, ids, d_scale.transpose(0, 1).reshape(c, -1))
-                columns[c:].index_add_(1, ids, grad.transpose(0, 1).reshape(c, -1))
-                grad_table = columns.t()
-            grad_table = grad_table.to(table.dtype)
+            grad_table = _pattern_sums(grad * normalized, grad, ids, table.shape[0]).t().to(table.dtype)
         return grad_normalized, grad_table, None
 
 
 def modulate(normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Per-pixel ``normalized * scale + shift`` with (scale | shift) = rows ``ids`` (N*h*w,) of ``table`` (P, 2C)."""
     return _Modulate.apply(normalized, table, ids)
+
+
+class _NormModulate(torch.autograd.Function):
+    """Parameter-free norm then ``modulate``, fused: saves ``x`` (which the op before already
+    holds), the per-channel statistics and the small table instead of the normalized map, and
+    recomputes ``(x - mean) * invstd`` in the backward.
+
+    ``mode``: "batch" (batch statistics over N, H, W; ``running_mean`` / ``running_var``, when
+    given, are updated in place with ``momentum`` and the unbiased variance, as ``F.batch_norm``
+    does), "running" (the running statistics; eval-mode batch norm) or "instance" (statistics per
+    sample and channel over H, W). Statistics are float32 (float64 for float64 inputs).
+    """
+
+    @staticmethod
+    def forward(ctx, x, table, ids, mode, running_mean, running_var, momentum, eps):
+        stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        c = x.shape[1]
+        if mode == "batch":
+            normalized, mean, invstd = torch.native_batch_norm(
+                x, None, None, running_mean, running_var, True, momentum, eps
+            )
+            mean, invstd = mean.view(1, c, 1, 1), invstd.view(1, c, 1, 1)
+        else:
+            if mode == "instance":
+                var, mean = torch.var_mean(x.to(stats_dtype), dim=(2, 3), correction=0, keepdim=True)
+            else:
+                var, mean = running_var.to(stats_dtype).view(1, c, 1, 1), running_mean.to(stats_dtype).view(1, c, 1, 1)
+                mean = mean.clone()
+            invstd = torch.rsqrt(var + eps)
+            normalized = ((x - mean) * invstd).to(x.dtype)
+        dtype = torch.promote_types(x.dtype, table.dtype)
+        rows = _gather(table.to(dtype), ids, x)
+        out = torch.empty_like(x, dtype=dtype)
+        torch.addcmul(rows[:, c:], normalized, rows[:, :c], out=out)
+        ctx.mode = mode
+        ctx.save_for_backward(x, table, ids, mean, invstd)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, table, ids, mean, invstd = ctx.saved_tensors
+        c = x.shape[1]
+        dtype = torch.promote_types(torch.promote_types(x.dtype, table.dtype), invstd.dtype)
+        grad = grad.to(dtype)
+        normalized = x - mean
+        normalized.mul_(invstd)
+        sums = None  # (2C, P): per-pattern sums of grad * normalized (scale) and of grad (shift)
+        if ctx.needs_input_grad[1] or (ctx.needs_input_grad[0] and ctx.mode == "batch"):
+            sums = _pattern_sums(grad * normalized, grad, ids, table.shape[0])
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            scale = table[:, :c].to(dtype)
+            g = _gather(scale, ids, x).mul(grad)  # gradient of the normalized map
+            if ctx.mode == "batch":
+                # per-channel sums of g and g * normalized from the per-pattern sums: no full-map pass
+                count = g.numel() // c
+                mean_g = (scale.t() * sums[c:]).sum(1).div_(count).view(1, c, 1, 1)
+                mean_gn = (scale.t() * sums[:c]).sum(1).div_(count).view(1, c, 1, 1)
+            elif ctx.mode == "instance":
+                mean_g = g.mean((2, 3), keepdim=True)
+                mean_gn = (g * normalized).mean((2, 3), keepdim=True)
+            if ctx.mode != "running":
+                g.sub_(normalized.mul_(mean_gn).add_(mean_g))
+            grad_x = g.mul_(invstd).to(x.dtype)
+        grad_table = None
+        if ctx.needs_input_grad[1]:
+            grad_table = sums.t().to(table.dtype)
+        return grad_x, grad_table, None, None, None, None, None, None
+
+
+def norm_modulate(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    ids: torch.Tensor,
+    mode: str,
+    running_mean: torch.Tensor | None = None,
+    running_var: torch.Tensor | None = None,
+    momentum: float = 0.0,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """``modulate(norm(x), table, ids)`` for a parameter-free norm (``mode``: "batch", "running" or
+    "instance"; see ``_NormModulate``) without keeping the normalized map for the backward."""
+    if mode not in ("batch", "running", "instance"):
+        raise ValueError(f"unknown norm mode {mode!r}: use batch, running or instance")
+    if mode == "running" and (running_mean is None or running_var is None):
+        raise ValueError("norm mode 'running' needs running_mean and running_var")
+    return _NormModulate.apply(x, table, ids, mode, running_mean, running_var, momentum, eps)
