@@ -207,7 +207,7 @@ def test_plan_patterns_are_exact_windows():
         members = windows[ids == pattern]
         assert (members == members[0]).all()
     assert ids.unique().numel() == windows.unique(dim=0).shape[0]
-    assert isinstance(LabelLayout(torch.zeros(1, 4, 4, 4), 3, True).keys, type(None))
+    assert LabelLayout(torch.zeros(1, 4, 4, 4), 3, True).keys is None
 
 
 def _fused_inputs(channels_last: bool):
