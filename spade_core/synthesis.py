@@ -36,6 +36,7 @@ __all__ = [
     "prepare_semantics",
     "style_tensor",
     "synthesize",
+    "to_output",
 ]
 
 # One synthesis call may use this much memory for the generator's activations (estimated before
