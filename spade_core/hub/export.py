@@ -52,12 +52,7 @@ def export_run(
     The EMA generator is exported when the run kept one and ``use_ema`` is true, else the raw generator.
     """
     out = check_out_folder(out, overwrite)
-    try:
-        from ..train.checkpoint import load_run_networks
-    except ImportError as err:
-        raise ValueError(
-            f"exporting a training run needs the trainer, which is not available here ({err}): pip install 'spade[train]'"
-        ) from None
+    from ..train.checkpoint import load_run_networks
     nets = load_run_networks(run_dir)
     ema = use_ema and nets.get("ema_generator") is not None
     generator = nets["ema_generator"] if ema else nets["generator"]
