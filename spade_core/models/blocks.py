@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import maybe_spectral_norm
+from .layers import maybe_spectral_norm, spectral_conv
 from .normalization import SPADE
 from .patterns import LabelLayout
 
@@ -48,13 +48,14 @@ class SPADEResnetBlock(nn.Module):
     def shortcut(self, x: torch.Tensor, seg: torch.Tensor | LabelLayout) -> torch.Tensor:
         """The (learned) shortcut branch."""
         if self.learned_shortcut:
-            return self.conv_s(self.norm_s(x, seg))
+            return spectral_conv(self.conv_s, self.norm_s(x, seg))
         return x
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelLayout) -> torch.Tensor:
         """x (N,fin,H,W), seg (N,semantic_nc,H',W') or its ``LabelLayout`` -> (N,fout,H,W)."""
         x_s = self.shortcut(x, seg)
         # In place: the SPADE output is a fresh tensor no backward needs, so the activation keeps one copy.
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2, inplace=True))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2, inplace=True))
+        # Spectral convs through ``spectral_conv``: backward keeps weight_orig, not a normalized copy.
+        dx = spectral_conv(self.conv_0, F.leaky_relu(self.norm_0(x, seg), 0.2, inplace=True))
+        dx = spectral_conv(self.conv_1, F.leaky_relu(self.norm_1(dx, seg), 0.2, inplace=True))
         return x_s + dx

@@ -8,7 +8,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .layers import init_weights, normalized_conv
+from .layers import init_weights, normalized_conv, run_layers
 from .validation import validate_network_config
 
 
@@ -36,7 +36,7 @@ class NLayerDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
         for layer in self.children():
-            x = layer(x)
+            x = run_layers(layer, x)  # spectral convs without a saved normalized weight
             features.append(x)
         return features
 

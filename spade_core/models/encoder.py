@@ -8,7 +8,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .layers import init_weights, normalized_conv
+from .layers import init_weights, normalized_conv, run_layers
 from .validation import validate_network_config
 
 
@@ -66,7 +66,7 @@ class SPADEEncoder(ModelMixin, ConfigMixin):
         if tuple(x.shape[2:]) != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
         for i in range(1, self.num_layers + 1):
-            x = getattr(self, f"layer{i}")(x if i == 1 else F.leaky_relu(x, 0.2))
+            x = run_layers(getattr(self, f"layer{i}"), x if i == 1 else F.leaky_relu(x, 0.2))
         x = F.leaky_relu(x, 0.2).flatten(1)
         return self.fc_mu(x), self.fc_var(x)
 

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn import init
+from torch.nn.utils.spectral_norm import SpectralNorm
 
 PARAM_FREE_NORMS = ("instance", "batch", "syncbatch")
 
@@ -36,6 +37,112 @@ def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
 def has_spectral_norm(module: nn.Module) -> bool:
     """True when ``module`` carries a hook-based spectral norm on its weight."""
     return hasattr(module, "weight_orig") and hasattr(module, "weight_u")
+
+
+def _spectral_hook(conv: nn.Module) -> SpectralNorm | None:
+    """The ``SpectralNorm`` hook of a plain spectral-normed ``nn.Conv2d`` that ``spectral_conv``
+    can run itself (its only hook, on ``weight``, zero padding), else None."""
+    if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or conv._forward_hooks:
+        return None
+    hooks = list(conv._forward_pre_hooks.values())
+    if len(hooks) != 1 or not isinstance(hooks[0], SpectralNorm) or hooks[0].name != "weight":
+        return None
+    return hooks[0]
+
+
+def _spectral_sigma(conv: nn.Module, hook: SpectralNorm) -> torch.Tensor:
+    """sigma = u^T W v exactly as the hook computes it (one in-place power iteration in training)."""
+    weight = conv.weight_orig
+    u, v = conv.weight_u, conv.weight_v
+    matrix = hook.reshape_weight_to_matrix(weight)
+    if conv.training:
+        with torch.no_grad():
+            for _ in range(hook.n_power_iterations):
+                v = F.normalize(torch.mv(matrix.t(), u), dim=0, eps=hook.eps, out=v)
+                u = F.normalize(torch.mv(matrix, v), dim=0, eps=hook.eps, out=u)
+            if hook.n_power_iterations > 0:
+                # The buffers change in place next forward; the graph keeps these copies.
+                u = u.clone(memory_format=torch.contiguous_format)
+                v = v.clone(memory_format=torch.contiguous_format)
+    return torch.dot(u, torch.mv(matrix, v))
+
+
+class _SpectralConv2d(torch.autograd.Function):
+    """conv2d(x, weight_orig / sigma, bias) saving x, weight_orig and sigma, not the weight.
+
+    The normalized weight is a temporary in forward and recomputed in backward; the gradient
+    for sigma flows on through sigma's own graph (the u v^T term of spectral norm).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight_orig, sigma, bias, stride, padding, dilation, groups, dtype):
+        weight = _cast(weight_orig / sigma, dtype)
+        ctx.conv = (stride, padding, dilation, groups, dtype)
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
+        ctx.save_for_backward(x, weight_orig, sigma)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight_orig, sigma = ctx.saved_tensors
+        stride, padding, dilation, groups, dtype = ctx.conv
+        need_x, need_w, need_sigma, need_bias = ctx.needs_input_grad[:4]
+        weight = _cast(weight_orig / sigma, dtype)
+        grad_x, grad_w, grad_bias = torch.ops.aten.convolution_backward(
+            grad, x, weight, ctx.bias_sizes, list(stride), list(padding), list(dilation), False, [0, 0], groups,
+            [need_x, need_w or need_sigma, need_bias],
+        )
+        grad_weight_orig = grad_sigma = None
+        if grad_w is not None:
+            grad_w = grad_w.to(weight_orig.dtype)
+            if need_w:
+                grad_weight_orig = grad_w / sigma
+            if need_sigma:
+                grad_sigma = -(grad_w * weight_orig).sum() / (sigma * sigma)
+        return grad_x, grad_weight_orig, grad_sigma, grad_bias, None, None, None, None, None
+
+
+def _cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """``t`` cast to ``dtype`` as autocast casts a conv input (floating, not float64); None: as is."""
+    if t is None or dtype is None or not t.is_floating_point() or t.dtype == torch.float64:
+        return t
+    return t.to(dtype)
+
+
+def spectral_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, for a spectral-normed conv without keeping a copy of its normalized weight.
+
+    Why: torch's spectral-norm hook stores W = weight_orig / sigma on the module every forward
+    and ``F.conv2d`` saves that W for backward, so training holds a full extra copy of every
+    spectral weight (about 400 MiB for the ADE20K generator). Here the hook's work is done in
+    place of the hook, with the same numbers (the power iteration updates ``weight_u`` /
+    ``weight_v`` in place in training, none in eval, so ``replaying`` still works), and the conv
+    runs through ``_SpectralConv2d``, which saves weight_orig and the scalar sigma instead of W.
+    ``conv.weight`` is then not refreshed (nothing reads it; state dicts hold ``weight_orig``).
+    Under autocast x, the weight and bias are cast as autocast would cast them.
+    Convs without exactly torch's hook, or with other hooks, run as ``conv(x)``.
+    """
+    hook = _spectral_hook(conv)
+    if hook is None:
+        return conv(x)
+    sigma = _spectral_sigma(conv, hook)
+    device_type = x.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    x, bias = _cast(x, dtype), _cast(conv.bias, dtype)
+    args = (conv.stride, conv.padding, conv.dilation, conv.groups)
+    if not torch.is_grad_enabled():
+        return F.conv2d(x, _cast(conv.weight_orig / sigma, dtype), bias, *args)
+    return _SpectralConv2d.apply(x, conv.weight_orig, sigma, bias, *args, dtype)
+
+
+def run_layers(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with the convs inside (plain ``nn.Sequential`` nesting) run by ``spectral_conv``."""
+    if type(module) is nn.Sequential and not (module._forward_hooks or module._forward_pre_hooks):
+        for child in module:
+            x = run_layers(child, x)
+        return x
+    return spectral_conv(module, x)
 
 
 @contextmanager
