@@ -205,3 +205,12 @@ def test_replaying_reuses_u_v_and_leaves_them_alone():
         again = spectral_conv(conv, x)
     assert torch.equal(first, again)
     assert torch.equal(conv.weight_u, u) and torch.equal(conv.weight_v, v)
+
+
+def test_no_normalized_copy_stays_on_the_module():
+    conv = _conv(6, 5, 3, True).train()
+    conv(torch.randn(1, 6, 5, 5))  # the hook stores a normalized copy as conv.weight
+    assert conv.weight.data_ptr() != conv.weight_orig.data_ptr()
+    conv = conv.double()  # parameters move; the attribute would keep the old tensor alive
+    spectral_conv(conv, torch.randn(1, 6, 5, 5, dtype=torch.float64))
+    assert conv.weight.data_ptr() == conv.weight_orig.data_ptr() and not conv.weight.requires_grad

@@ -115,17 +115,22 @@ def spectral_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     Why: torch's spectral-norm hook stores W = weight_orig / sigma on the module every forward
     and ``F.conv2d`` saves that W for backward, so training holds a full extra copy of every
-    spectral weight (about 400 MiB for the ADE20K generator). Here the hook's work is done in
-    place of the hook, with the same numbers (the power iteration updates ``weight_u`` /
-    ``weight_v`` in place in training, none in eval, so ``replaying`` still works), and the conv
-    runs through ``_SpectralConv2d``, which saves weight_orig and the scalar sigma instead of W.
-    ``conv.weight`` is then not refreshed (nothing reads it; state dicts hold ``weight_orig``).
+    spectral weight (255 MiB for the ADE20K generator). Here the hook's work is done in place of
+    the hook, with the same numbers (the power iteration updates ``weight_u`` / ``weight_v`` in
+    place in training, none in eval, so ``replaying`` still works), and the conv runs through
+    ``_SpectralConv2d``, which saves weight_orig and the scalar sigma instead of W. Train, eval and
+    no-grad calls all take this route, so a gradient-checkpoint recompute (eval-mode spectral norm
+    under ``replaying``) saves the same tensors as the first forward, as checkpointing requires.
+    ``conv.weight`` becomes a detached alias of ``weight_orig`` (as right after
+    ``nn.utils.spectral_norm``), so no stale normalized copy, or a pre-``.to()`` copy, stays alive;
+    nothing reads it (state dicts and the fast package use ``weight_orig``).
     Under autocast x, the weight and bias are cast as autocast would cast them.
     Convs without exactly torch's hook, or with other hooks, run as ``conv(x)``.
     """
     hook = _spectral_hook(conv)
     if hook is None:
         return conv(x)
+    conv.weight = conv.weight_orig.detach()
     sigma = _spectral_sigma(conv, hook)
     device_type = x.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
