@@ -12,11 +12,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .blocks import SPADEResnetBlock
-from .layers import PARAM_FREE_NORMS, init_weights, replaying
+from .layers import PARAM_FREE_NORMS, UPSAMPLING_LAYERS, init_weights, replaying
 from .patterns import LabelLayout
 from .validation import validate_network_config
-
-UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 
 
 def latent_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: str) -> tuple[int, int]:

@@ -19,6 +19,8 @@ from torch.nn import init
 from torch.nn.utils.spectral_norm import SpectralNorm
 
 PARAM_FREE_NORMS = ("instance", "batch", "syncbatch")
+# Upsampling steps of the generator per `num_upsampling_layers` (the reference's normal / more / most).
+UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
 
 
 def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
 
-from .layers import PARAM_FREE_NORMS
+from .layers import PARAM_FREE_NORMS, UPSAMPLING_LAYERS
 
 __all__ = [
     "MAX_PARAMETERS",
@@ -49,7 +49,7 @@ _FLOATS: dict[str, tuple[float, float, str]] = {
 }
 _BOOLS = ("contain_dontcare_label", "use_instance", "no_instance", "use_vae", "spectral_norm")
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "num_upsampling_layers": ("normal", "more", "most"),
+    "num_upsampling_layers": tuple(UPSAMPLING_LAYERS),
     "param_free_norm": PARAM_FREE_NORMS,
     "norm": ("instance", "batch", "syncbatch", "none"),
     "init_type": ("normal", "xavier", "xavier_uniform", "kaiming", "orthogonal", "none"),
@@ -60,7 +60,6 @@ _KINDS = {
     "encoder": "SPADEEncoder",
     "discriminator": "MultiscaleDiscriminator",
 }
-_UPSAMPLINGS = {"normal": 5, "more": 6, "most": 7}
 # Fallbacks for the size estimate when a config file leaves a key out (the constructors' defaults).
 _DEFAULTS: dict[str, Any] = {
     "label_nc": 182, "contain_dontcare_label": True, "use_instance": True, "ngf": 64, "ndf": 64, "z_dim": 256,
@@ -132,7 +131,7 @@ def estimate_parameters(kind: str, config: Mapping[str, Any]) -> int:
     if kind == "generator":
         nf, k, hidden = int(c["ngf"]), int(c["spade_kernel_size"]), int(c["spade_hidden_nc"])
         sem = int(c["label_nc"]) + int(bool(c["contain_dontcare_label"])) + int(bool(c["use_instance"]))
-        n_up = _UPSAMPLINGS.get(c["num_upsampling_layers"], 5)
+        n_up = UPSAMPLING_LAYERS.get(c["num_upsampling_layers"], 5)
         sw = int(c["crop_size"]) // 2**n_up
         sh = max(1, round(sw / float(c["aspect_ratio"])))
         if c["use_vae"]:
