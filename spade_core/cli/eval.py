@@ -333,13 +333,10 @@ def _run_key(pipe: SPADEPipeline, args: argparse.Namespace, preprocess: Preproce
     `evaluate` keys its partial progress on the metric settings and the data, not on the generator,
     so a run interrupted with another model must not be resumed by this one (see `_claim_cache_dir`).
     """
-    import torch
+    from ..eval.metrics import fingerprint
 
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in pipe.generator.state_dict().items():
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    digest.update(fingerprint(pipe.generator).encode())
     digest.update(json.dumps([args.format, args.split, args.num, repr(preprocess)]).encode())
     return digest.hexdigest()
 
