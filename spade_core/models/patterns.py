@@ -346,8 +346,9 @@ def _modulated(normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor,
     return out
 
 
-def _norm_modulate_backward(mode, grad, x, table, ids, mean, invstd, normalized, need_x, need_table):
-    """(grad_x, grad_table) of ``_modulated(norm(x))``; ``normalized`` = (x - mean) * invstd (consumed)."""
+def _norm_modulate_backward(mode, grad, x, table, ids, mean, invstd, normalized, need_x, need_table, scale_map=None):
+    """(grad_x, grad_table) of ``_modulated(norm(x))``; ``normalized`` = (x - mean) * invstd (consumed);
+    ``scale_map``: the scale already gathered per pixel at the backward's precision, if at hand."""
     c = x.shape[1]
     dtype = torch.promote_types(torch.promote_types(x.dtype, table.dtype), invstd.dtype)
     grad = grad.to(dtype)
@@ -357,7 +358,7 @@ def _norm_modulate_backward(mode, grad, x, table, ids, mean, invstd, normalized,
     grad_x = None
     if need_x:
         scale = table[:, :c].to(dtype)
-        g = _gather(scale, ids, x).mul(grad)  # gradient of the normalized map
+        g = (_gather(scale, ids, x) if scale_map is None else scale_map).mul(grad)  # gradient of the normalized map
         if mode == "batch":
             # per-channel sums of g and g * normalized from the per-pattern sums: no full-map pass
             count = g.numel() // c
@@ -407,6 +408,24 @@ class _NormModulate(torch.autograd.Function):
         return grad_x, grad_table, None, None, None, None, None, None
 
 
+def _stage_input(x, table, ids, mean, invstd, mode) -> torch.Tensor:
+    """``_modulated(norm(x))`` again from the saved statistics (no running-stat update).
+
+    With per-channel statistics and no rounding of the normalized map (``x`` at the modulation
+    precision) the norm is folded into the table, ``x * (scale * invstd) + (shift - mean * invstd * scale)``
+    per pattern, so one gather and one pass make the map.
+    """
+    c = x.shape[1]
+    dtype = torch.promote_types(x.dtype, table.dtype)
+    if mode == "instance" or x.dtype != dtype:
+        return _modulated(_renormalized(x, mean, invstd).to(x.dtype), table, ids, x)
+    inv, mu = invstd.reshape(-1).to(dtype), mean.reshape(-1).to(dtype)
+    scale = table[:, :c].to(dtype)
+    folded = torch.cat([scale * inv, table[:, c:].to(dtype) - scale * (mu * inv)], 1)
+    rows = _gather(folded, ids, x)
+    return torch.addcmul(rows[:, c:], x, rows[:, :c], out=torch.empty_like(x, dtype=dtype))
+
+
 class _NormModulateConv(torch.autograd.Function):
     """A whole SPADE stage, ``conv2d(leaky_relu(norm_modulate(x)), weight, bias)``, fused.
 
@@ -437,21 +456,25 @@ class _NormModulateConv(torch.autograd.Function):
         need_x, need_table = ctx.needs_input_grad[:2]
         need_w, need_sigma, need_bias = ctx.needs_input_grad[8:11]
         stride, padding, dilation, groups = ctx.conv
-        normalized = _renormalized(x, mean, invstd)
-        pre = _modulated(normalized.to(x.dtype), table, ids, x)  # the forward's rounding
-        a = pre if ctx.slope is None else F.leaky_relu(pre, ctx.slope)
+        a = _stage_input(x, table, ids, mean, invstd, ctx.mode)
+        if ctx.slope is not None:
+            F.leaky_relu(a, ctx.slope, inplace=True)
         w = _cast(weight if sigma is None else weight / sigma, ctx.dtype)
         grad_a, grad_w, grad_bias = torch.ops.aten.convolution_backward(
             grad, _cast(a, ctx.dtype), w, ctx.bias_sizes, list(stride), list(padding), list(dilation), False,
             [0, 0], groups, [need_x or need_table, need_w or need_sigma, need_bias],
         )
-        del a, w
+        del w
         grad_x = grad_table = None
         if grad_a is not None:
-            grad_a = grad_a.to(pre.dtype)
-            if ctx.slope is not None:
-                grad_a = torch.ops.aten.leaky_relu_backward(grad_a, pre, ctx.slope, False)
-            del pre
+            grad_a = grad_a.to(a.dtype)
+            if ctx.slope is not None:  # the mask from the activation's output (same sign as its input), in place
+                torch.ops.aten.leaky_relu_backward.grad_input(grad_a, a, ctx.slope, True, grad_input=grad_a)
+            if a.dtype == torch.promote_types(x.dtype, mean.dtype) and a.stride() == x.stride():
+                normalized = torch.sub(x, mean, out=a).mul_(invstd)  # a's memory: no fresh full-size buffer
+            else:
+                normalized = _renormalized(x, mean, invstd)
+            del a
             grad_x, grad_table = _norm_modulate_backward(
                 ctx.mode, grad_a, x, table, ids, mean, invstd, normalized, need_x, need_table
             )
