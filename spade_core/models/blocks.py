@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import conv_weight, fusable_conv, maybe_spectral_norm, spectral_conv
+from .layers import maybe_spectral_norm, spectral_conv
 from .normalization import SPADE
-from .patterns import LabelLayout, norm_modulate_conv
+from .patterns import LabelLayout
 
 
 class SPADEResnetBlock(nn.Module):
@@ -48,34 +48,14 @@ class SPADEResnetBlock(nn.Module):
     def shortcut(self, x: torch.Tensor, seg: torch.Tensor | LabelLayout) -> torch.Tensor:
         """The (learned) shortcut branch."""
         if self.learned_shortcut:
-            return _stage(self.norm_s, self.conv_s, x, seg, None)
+            return spectral_conv(self.conv_s, self.norm_s(x, seg))
         return x
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelLayout) -> torch.Tensor:
         """x (N,fin,H,W), seg (N,semantic_nc,H',W') or its ``LabelLayout`` -> (N,fout,H,W)."""
         x_s = self.shortcut(x, seg)
-        dx = _stage(self.norm_0, self.conv_0, x, seg, 0.2)
-        dx = _stage(self.norm_1, self.conv_1, dx, seg, 0.2)
+        # In place: the SPADE output is a fresh tensor no backward needs, so the activation keeps one copy.
+        # Spectral convs through ``spectral_conv``: backward keeps weight_orig, not a normalized copy.
+        dx = spectral_conv(self.conv_0, F.leaky_relu(self.norm_0(x, seg), 0.2, inplace=True))
+        dx = spectral_conv(self.conv_1, F.leaky_relu(self.norm_1(dx, seg), 0.2, inplace=True))
         return x_s + dx
-
-
-def _stage(
-    norm: SPADE, conv: nn.Module, x: torch.Tensor, seg: torch.Tensor | LabelLayout, slope: float | None
-) -> torch.Tensor:
-    """``conv(leaky_relu(norm(x, seg), slope))`` (``slope`` None: no activation).
-
-    Where the SPADE layer runs per pattern with a fused norm, the conv is plain or spectral and
-    gradients are recorded, the whole stage is one autograd node (``patterns.norm_modulate_conv``)
-    that keeps ``x``, not the conv's input, for the backward. Otherwise: the SPADE output is a fresh
-    tensor no backward needs, so the activation runs in place, and spectral convs go through
-    ``spectral_conv`` (the backward keeps weight_orig, not a normalized copy).
-    """
-    parts = norm.fused_modulation(x, seg) if torch.is_grad_enabled() and fusable_conv(conv) else None
-    if parts is not None:
-        fused, table, ids = parts
-        weight, sigma = conv_weight(conv)
-        return norm_modulate_conv(x, table, ids, fused, weight, sigma, conv, slope)
-    a = norm(x, seg)
-    if slope is not None:
-        a = F.leaky_relu(a, slope, inplace=True)
-    return spectral_conv(conv, a)

@@ -143,26 +143,6 @@ def spectral_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _SpectralConv2d.apply(x, conv.weight_orig, sigma, bias, *args, dtype)
 
 
-def fusable_conv(conv: nn.Module) -> bool:
-    """Whether ``conv_weight`` can supply ``conv``'s weight for a fused stage: a plain ``nn.Conv2d``
-    without hooks, or one with exactly torch's spectral-norm hook (as ``spectral_conv`` runs it)."""
-    if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        return False
-    if _spectral_hook(conv) is not None:
-        return True
-    return not (conv._forward_hooks or conv._forward_pre_hooks or has_spectral_norm(conv))
-
-
-def conv_weight(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(weight, None) of a plain ``fusable_conv``, or (weight_orig, sigma) of a spectral one, with
-    sigma and the power iteration exactly as ``spectral_conv`` does them (so, once per forward)."""
-    hook = _spectral_hook(conv)
-    if hook is None:
-        return conv.weight, None
-    conv.weight = conv.weight_orig.detach()
-    return conv.weight_orig, _spectral_sigma(conv, hook)
-
-
 def run_layers(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` with the convs inside (plain ``nn.Sequential`` nesting) run by ``spectral_conv``."""
     if type(module) is nn.Sequential and not (module._forward_hooks or module._forward_pre_hooks):

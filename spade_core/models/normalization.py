@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FusedNorm, fused_norm, has_spectral_norm, param_free_norm
+from .layers import fused_norm, has_spectral_norm, param_free_norm
 from .patterns import (
     LabelLayout,
     modulate,
@@ -69,40 +69,9 @@ class SPADE(nn.Module):
         biased = all(m.bias is not None for m in (shared, self.mlp_gamma, self.mlp_beta))
         return plain and biased and shared.in_channels == layout.n_classes + int(layout.use_edge)
 
-    def _pattern_table(self, plan, layout: LabelLayout) -> torch.Tensor:
-        """(1 + gamma | beta) per pattern of a sparse ``plan``: (n_patterns, 2C)."""
-        shared = self.mlp_shared[0]
-        table = one_hot_table(shared.weight, layout.n_classes, layout.use_edge)
-        hidden = F.relu(window_rows(plan, table, shared.bias))  # mlp_shared as a look-up
-        weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
-        bias = torch.cat([self.mlp_gamma.bias + 1, self.mlp_beta.bias])  # the "1 +" of (1 + gamma)
-        return pattern_rows(plan, hidden, tap_matrix(weight), bias)
-
-    def fused_modulation(
-        self, x: torch.Tensor, segmap: torch.Tensor | LabelLayout
-    ) -> tuple[FusedNorm, torch.Tensor, torch.Tensor] | None:
-        """(norm, table, ids) for ``patterns.norm_modulate`` / ``norm_modulate_conv`` where this
-        layer runs per pattern with a fused norm, else None (then nothing has changed: call ``forward``).
-
-        When not None the norm's bookkeeping for this forward is done (see ``layers.fused_norm``).
-        """
-        if not isinstance(segmap, LabelLayout) or not self.uses_patterns(segmap):
-            return None
-        plan = segmap.plan(x.shape[2:], self.kernel_size)
-        if plan is None or not plan.sparse:
-            return None
-        fused = fused_norm(self.param_free_norm, x)
-        if fused is None:
-            return None
-        return fused, self._pattern_table(plan, segmap), plan.pattern_ids
-
     def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelLayout) -> torch.Tensor:
         """x (N,C,H,W) features; segmap (N,semantic_nc,H',W') one-hot at any resolution, or a
         ``LabelLayout`` of it (per-pattern modulation where the layout has few patterns)."""
-        parts = self.fused_modulation(x, segmap)
-        if parts is not None:
-            fused, rows, ids = parts
-            return norm_modulate(x, rows, ids, fused.mode, fused.running_mean, fused.running_var, fused.momentum, fused.eps)
         plan = None
         if isinstance(segmap, LabelLayout):
             plan = segmap.plan(x.shape[2:], self.kernel_size) if self.uses_patterns(segmap) else None
@@ -112,12 +81,20 @@ class SPADE(nn.Module):
             normalized = self.param_free_norm(x)
             gamma, beta = self.modulation(segmap, x.shape[2:])
             return normalized * (1 + gamma) + beta
-        normalized = self.param_free_norm(x)
-        if plan.sparse:
-            return modulate(normalized, self._pattern_table(plan, segmap), plan.pattern_ids)
+        fused = fused_norm(self.param_free_norm, x) if plan.sparse else None
+        normalized = self.param_free_norm(x) if fused is None else None
         shared = self.mlp_shared[0]
         table = one_hot_table(shared.weight, segmap.n_classes, segmap.use_edge)
         hidden = F.relu(window_rows(plan, table, shared.bias))  # mlp_shared as a look-up
+        if plan.sparse:
+            weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
+            bias = torch.cat([self.mlp_gamma.bias + 1, self.mlp_beta.bias])  # the "1 +" of (1 + gamma)
+            rows = pattern_rows(plan, hidden, tap_matrix(weight), bias)
+            if fused is None:
+                return modulate(normalized, rows, plan.pattern_ids)
+            return norm_modulate(
+                x, rows, plan.pattern_ids, fused.mode, fused.running_mean, fused.running_var, fused.momentum, fused.eps
+            )
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         hidden_map = per_pixel(hidden, plan.hidden_ids, channels_last)
         return normalized * (1 + self.mlp_gamma(hidden_map)) + self.mlp_beta(hidden_map)

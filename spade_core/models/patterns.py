@@ -27,10 +27,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from torch import nn
-
-from .layers import FusedNorm, _cast
-
 # A resolution uses the pattern path when its estimated cost, in units of one dense pixel's
 # gamma/beta matmul, is below the dense path's (one unit per pixel): each distinct mlp_shared
 # window costs one unit (its per-tap products) and each distinct pattern about a third (the
@@ -319,66 +315,6 @@ def modulate(normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -
     return _Modulate.apply(normalized, table, ids)
 
 
-def _norm_forward(x, mode, running_mean, running_var, momentum, eps):
-    """(normalized, mean, invstd) of a parameter-free norm (see ``_NormModulate``); in "batch" mode
-    the running statistics, when given, are updated in place."""
-    stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    c = x.shape[1]
-    if mode == "batch":
-        normalized, mean, invstd = torch.native_batch_norm(x, None, None, running_mean, running_var, True, momentum, eps)
-        return normalized, mean.view(1, c, 1, 1), invstd.view(1, c, 1, 1)
-    if mode == "instance":
-        var, mean = torch.var_mean(x.to(stats_dtype), dim=(2, 3), correction=0, keepdim=True)
-    else:
-        var, mean = running_var.to(stats_dtype).view(1, c, 1, 1), running_mean.to(stats_dtype).view(1, c, 1, 1)
-        mean = mean.clone()
-    invstd = torch.rsqrt(var + eps)
-    return ((x - mean) * invstd).to(x.dtype), mean, invstd
-
-
-def _modulated(normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``normalized * scale[ids] + shift[ids]`` at the precision of ``like`` and ``table``."""
-    c = like.shape[1]
-    dtype = torch.promote_types(like.dtype, table.dtype)
-    rows = _gather(table.to(dtype), ids, like)
-    out = torch.empty_like(like, dtype=dtype)
-    torch.addcmul(rows[:, c:], normalized, rows[:, :c], out=out)
-    return out
-
-
-def _norm_modulate_backward(mode, grad, x, table, ids, mean, invstd, normalized, need_x, need_table, scale_map=None):
-    """(grad_x, grad_table) of ``_modulated(norm(x))``; ``normalized`` = (x - mean) * invstd (consumed);
-    ``scale_map``: the scale already gathered per pixel at the backward's precision, if at hand."""
-    c = x.shape[1]
-    dtype = torch.promote_types(torch.promote_types(x.dtype, table.dtype), invstd.dtype)
-    grad = grad.to(dtype)
-    sums = None  # (2C, P): per-pattern sums of grad * normalized (scale) and of grad (shift)
-    if need_table or (need_x and mode == "batch"):
-        sums = _pattern_sums(grad * normalized, grad, ids, table.shape[0])
-    grad_x = None
-    if need_x:
-        scale = table[:, :c].to(dtype)
-        g = (_gather(scale, ids, x) if scale_map is None else scale_map).mul(grad)  # gradient of the normalized map
-        if mode == "batch":
-            # per-channel sums of g and g * normalized from the per-pattern sums: no full-map pass
-            count = g.numel() // c
-            mean_g = (scale.t() * sums[c:]).sum(1).div_(count).view(1, c, 1, 1)
-            mean_gn = (scale.t() * sums[:c]).sum(1).div_(count).view(1, c, 1, 1)
-        elif mode == "instance":
-            mean_g = g.mean((2, 3), keepdim=True)
-            mean_gn = (g * normalized).mean((2, 3), keepdim=True)
-        if mode != "running":
-            g.sub_(normalized.mul_(mean_gn).add_(mean_g))
-        grad_x = g.mul_(invstd).to(x.dtype)
-    grad_table = sums.t().to(table.dtype) if need_table else None
-    return grad_x, grad_table
-
-
-def _renormalized(x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
-    normalized = x - mean
-    return normalized.mul_(invstd)
-
-
 class _NormModulate(torch.autograd.Function):
     """Parameter-free norm then ``modulate``, fused: saves ``x`` (which the op before already
     holds), the per-channel statistics and the small table instead of the normalized map, and
@@ -392,8 +328,25 @@ class _NormModulate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, table, ids, mode, running_mean, running_var, momentum, eps):
-        normalized, mean, invstd = _norm_forward(x, mode, running_mean, running_var, momentum, eps)
-        out = _modulated(normalized, table, ids, x)
+        stats_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        c = x.shape[1]
+        if mode == "batch":
+            normalized, mean, invstd = torch.native_batch_norm(
+                x, None, None, running_mean, running_var, True, momentum, eps
+            )
+            mean, invstd = mean.view(1, c, 1, 1), invstd.view(1, c, 1, 1)
+        else:
+            if mode == "instance":
+                var, mean = torch.var_mean(x.to(stats_dtype), dim=(2, 3), correction=0, keepdim=True)
+            else:
+                var, mean = running_var.to(stats_dtype).view(1, c, 1, 1), running_mean.to(stats_dtype).view(1, c, 1, 1)
+                mean = mean.clone()
+            invstd = torch.rsqrt(var + eps)
+            normalized = ((x - mean) * invstd).to(x.dtype)
+        dtype = torch.promote_types(x.dtype, table.dtype)
+        rows = _gather(table.to(dtype), ids, x)
+        out = torch.empty_like(x, dtype=dtype)
+        torch.addcmul(rows[:, c:], normalized, rows[:, :c], out=out)
         ctx.mode = mode
         ctx.save_for_backward(x, table, ids, mean, invstd)
         return out
@@ -402,93 +355,33 @@ class _NormModulate(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, table, ids, mean, invstd = ctx.saved_tensors
-        grad_x, grad_table = _norm_modulate_backward(
-            ctx.mode, grad, x, table, ids, mean, invstd, _renormalized(x, mean, invstd), *ctx.needs_input_grad[:2]
-        )
+        c = x.shape[1]
+        dtype = torch.promote_types(torch.promote_types(x.dtype, table.dtype), invstd.dtype)
+        grad = grad.to(dtype)
+        normalized = x - mean
+        normalized.mul_(invstd)
+        sums = None  # (2C, P): per-pattern sums of grad * normalized (scale) and of grad (shift)
+        if ctx.needs_input_grad[1] or (ctx.needs_input_grad[0] and ctx.mode == "batch"):
+            sums = _pattern_sums(grad * normalized, grad, ids, table.shape[0])
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            scale = table[:, :c].to(dtype)
+            g = _gather(scale, ids, x).mul(grad)  # gradient of the normalized map
+            if ctx.mode == "batch":
+                # per-channel sums of g and g * normalized from the per-pattern sums: no full-map pass
+                count = g.numel() // c
+                mean_g = (scale.t() * sums[c:]).sum(1).div_(count).view(1, c, 1, 1)
+                mean_gn = (scale.t() * sums[:c]).sum(1).div_(count).view(1, c, 1, 1)
+            elif ctx.mode == "instance":
+                mean_g = g.mean((2, 3), keepdim=True)
+                mean_gn = (g * normalized).mean((2, 3), keepdim=True)
+            if ctx.mode != "running":
+                g.sub_(normalized.mul_(mean_gn).add_(mean_g))
+            grad_x = g.mul_(invstd).to(x.dtype)
+        grad_table = None
+        if ctx.needs_input_grad[1]:
+            grad_table = sums.t().to(table.dtype)
         return grad_x, grad_table, None, None, None, None, None, None
-
-
-def _stage_input(x, table, ids, mean, invstd, mode) -> torch.Tensor:
-    """``_modulated(norm(x))`` again from the saved statistics (no running-stat update).
-
-    With per-channel statistics and no rounding of the normalized map (``x`` at the modulation
-    precision) the norm is folded into the table, ``x * (scale * invstd) + (shift - mean * invstd * scale)``
-    per pattern, so one gather and one pass make the map.
-    """
-    c = x.shape[1]
-    dtype = torch.promote_types(x.dtype, table.dtype)
-    if mode == "instance" or x.dtype != dtype:
-        return _modulated(_renormalized(x, mean, invstd).to(x.dtype), table, ids, x)
-    inv, mu = invstd.reshape(-1).to(dtype), mean.reshape(-1).to(dtype)
-    scale = table[:, :c].to(dtype)
-    folded = torch.cat([scale * inv, table[:, c:].to(dtype) - scale * (mu * inv)], 1)
-    rows = _gather(folded, ids, x)
-    return torch.addcmul(rows[:, c:], x, rows[:, :c], out=torch.empty_like(x, dtype=dtype))
-
-
-class _NormModulateConv(torch.autograd.Function):
-    """A whole SPADE stage, ``conv2d(leaky_relu(norm_modulate(x)), weight, bias)``, fused.
-
-    Saves what ``_NormModulate`` saves (``x``, statistics, table, ids) plus the conv weight
-    (``weight_orig`` and ``sigma`` for a spectral conv), not the conv's input: the backward
-    recomputes it from ``x`` (elementwise), runs the conv backward, applies the leaky-ReLU mask
-    and then the norm-modulate backward. ``slope`` None: no activation. ``dtype``: the autocast
-    dtype of the conv (None: none).
-    """
-
-    @staticmethod
-    def forward(ctx, x, table, ids, mode, running_mean, running_var, momentum, eps, weight, sigma, bias, conv, slope, dtype):
-        normalized, mean, invstd = _norm_forward(x, mode, running_mean, running_var, momentum, eps)
-        a = _modulated(normalized, table, ids, x)
-        del normalized
-        if slope is not None:
-            F.leaky_relu(a, slope, inplace=True)
-        w = weight if sigma is None else weight / sigma
-        ctx.mode, ctx.conv, ctx.slope, ctx.dtype = mode, conv, slope, dtype
-        ctx.bias_sizes = None if bias is None else list(bias.shape)
-        ctx.save_for_backward(x, table, ids, mean, invstd, weight, sigma)
-        return F.conv2d(_cast(a, dtype), _cast(w, dtype), bias, *conv)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        x, table, ids, mean, invstd, weight, sigma = ctx.saved_tensors
-        need_x, need_table = ctx.needs_input_grad[:2]
-        need_w, need_sigma, need_bias = ctx.needs_input_grad[8:11]
-        stride, padding, dilation, groups = ctx.conv
-        a = _stage_input(x, table, ids, mean, invstd, ctx.mode)
-        if ctx.slope is not None:
-            F.leaky_relu(a, ctx.slope, inplace=True)
-        w = _cast(weight if sigma is None else weight / sigma, ctx.dtype)
-        grad_a, grad_w, grad_bias = torch.ops.aten.convolution_backward(
-            grad, _cast(a, ctx.dtype), w, ctx.bias_sizes, list(stride), list(padding), list(dilation), False,
-            [0, 0], groups, [need_x or need_table, need_w or need_sigma, need_bias],
-        )
-        del w
-        grad_x = grad_table = None
-        if grad_a is not None:
-            grad_a = grad_a.to(a.dtype)
-            if ctx.slope is not None:  # the mask from the activation's output (same sign as its input), in place
-                torch.ops.aten.leaky_relu_backward.grad_input(grad_a, a, ctx.slope, True, grad_input=grad_a)
-            if a.dtype == torch.promote_types(x.dtype, mean.dtype) and a.stride() == x.stride():
-                normalized = torch.sub(x, mean, out=a).mul_(invstd)  # a's memory: no fresh full-size buffer
-            else:
-                normalized = _renormalized(x, mean, invstd)
-            del a
-            grad_x, grad_table = _norm_modulate_backward(
-                ctx.mode, grad_a, x, table, ids, mean, invstd, normalized, need_x, need_table
-            )
-        grad_weight = grad_sigma = None
-        if grad_w is not None:
-            grad_w = grad_w.to(weight.dtype)
-            if sigma is None:
-                grad_weight = grad_w
-            else:
-                grad_weight = grad_w / sigma if need_w else None
-                if need_sigma:
-                    grad_sigma = -(grad_w * weight).sum() / (sigma * sigma)
-        return (grad_x, grad_table, None, None, None, None, None, None, grad_weight, grad_sigma, grad_bias,
-                None, None, None)
 
 
 def norm_modulate(
@@ -508,29 +401,3 @@ def norm_modulate(
     if mode == "running" and (running_mean is None or running_var is None):
         raise ValueError("norm mode 'running' needs running_mean and running_var")
     return _NormModulate.apply(x, table, ids, mode, running_mean, running_var, momentum, eps)
-
-
-def norm_modulate_conv(
-    x: torch.Tensor,
-    table: torch.Tensor,
-    ids: torch.Tensor,
-    norm: FusedNorm,
-    weight: torch.Tensor,
-    sigma: torch.Tensor | None,
-    conv: nn.Conv2d,
-    slope: float | None = 0.2,
-) -> torch.Tensor:
-    """``conv(leaky_relu(norm_modulate(x, table, ids, ...), slope))`` (``slope`` None: no activation)
-    without keeping the conv's input for the backward (see ``_NormModulateConv``).
-
-    ``weight`` / ``sigma``: the conv's weight (``sigma`` None) or its spectral ``weight_orig`` and
-    sigma; ``conv`` gives bias, stride, padding, dilation and groups. Under autocast the conv runs
-    in the autocast dtype, as ``F.conv2d`` would.
-    """
-    device_type = x.device.type
-    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-    args = (tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation), conv.groups)
-    return _NormModulateConv.apply(
-        x, table, ids, norm.mode, norm.running_mean, norm.running_var, norm.momentum, norm.eps,
-        weight, sigma, _cast(conv.bias, dtype), args, slope, dtype,
-    )
