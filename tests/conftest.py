@@ -33,3 +33,13 @@ def nvlabs_dir() -> Path:
 @pytest.fixture
 def coco_sample() -> Path:
     return COCO_SAMPLE
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread (the training tests use it): faster on 2 shared cores, and the same
+    numerics as the training subprocesses they compare against."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

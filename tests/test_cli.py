@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from cli_helpers import assert_user_error, run
 from conftest import COCO_SAMPLE, NVLABS
 from PIL import Image
 from safetensors.torch import load_file
@@ -22,20 +22,6 @@ from spade_core.pipeline import SPADEPipeline
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "segmaps"
 V1 = "v1_normal_syncbatch_dontcare"
 V3 = "v3_vae_encoder_spadeinstance_64x256"
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_user_error(result: tuple[int, str, str], pattern: str) -> None:
-    code, _, err = result
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("spade: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 def save_labels(labels: np.ndarray, folder: Path, stem: str = "label") -> list[Path]:

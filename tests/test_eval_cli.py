@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 import textwrap
 from pathlib import Path
@@ -18,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import assert_user_error, run
 from conftest import COCO_SAMPLE
 
-from spade_core.cli import main
 from spade_core.data import PreprocessConfig, build_dataset
 from spade_core.eval import FIDInceptionV3, confusion_matrix, mean_iou
 from spade_core.labels import get_label_set
@@ -49,20 +48,6 @@ def build(weights=None):
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model
 '''
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_user_error(result: tuple[int, str, str], pattern: str) -> None:
-    code, _, err = result
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("spade: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 @pytest.fixture(scope="module")

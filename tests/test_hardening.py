@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+from cli_helpers import assert_user_error, run
 from conftest import NVLABS
 from PIL import Image, PngImagePlugin
 from safetensors.torch import load_file, save_file
@@ -34,21 +35,6 @@ from spade_core.segmap import coerce_segmap
 
 V1 = "v1_normal_syncbatch_dontcare"  # label_nc 7 + don't-care, ngf 1, 64x64, no encoder
 V3 = "v3_vae_encoder_spadeinstance_64x256"  # VAE with a style encoder
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_user_error(result: tuple[int, str, str], pattern: str) -> str:
-    code, _, err = result
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("spade: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
-    return lines[0]
 
 
 def write_bomb_png(path: Path, side: int = 9000) -> Path:

@@ -33,13 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT / "tests" / "data" / "coco_stuff_sample"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: faster on 2 shared cores, and the same numerics as the subprocesses."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(out_dir: Path, **changes) -> TrainConfig:

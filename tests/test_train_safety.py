@@ -26,12 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT / "tests" / "data" / "coco_stuff_sample"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_argv(out: Path, *extra: str, steps: int = 1) -> list[str]:
