@@ -26,6 +26,7 @@ from spade_core.models.normalization import SPADE
 from spade_core.models.patterns import LabelLayout, make_plan, modulate, norm_modulate
 from spade_core.segmap import one_hot_semantics
 from spade_core.train.steps import LossSettings, discriminator_losses, generator_losses
+from exactness import assert_matches
 
 DATA = Path(__file__).resolve().parent / "data" / "coco_stuff_sample"
 LABELS = sorted((DATA / "train_label").glob("*.png"))
@@ -89,24 +90,6 @@ def _steps(g, d, sem, image, pattern: bool, channels_last: bool = False) -> dict
     return out
 
 
-def _assert_same(got: dict, expected: dict, exact: dict, rel: float = REL) -> None:
-    assert got.keys() == expected.keys()
-    for key, want in expected.items():
-        have = got[key]
-        if not want.is_floating_point():
-            assert torch.equal(have, want), key
-            continue
-        scale = want.abs().max().item()
-        error = (have.float() - want.float()).abs().max().item()
-        if error <= rel * scale:
-            continue
-        truth = exact[key]
-        dense_error = (want.double() - truth).abs().max().item()
-        pattern_error = (have.double() - truth).abs().max().item()
-        bound = 4 * dense_error + rel * truth.abs().max().item()
-        assert pattern_error <= bound, f"{key}: error {error:.3g} vs scale {scale:.3g}; vs float64 {pattern_error:.3g} > {bound:.3g}"
-
-
 def _compare(sem_fn, train: bool = True, checkpointing: bool = False, channels_last: bool = False, **overrides):
     g, d = _nets(**overrides)
     sem = sem_fn(g)
@@ -118,7 +101,7 @@ def _compare(sem_fn, train: bool = True, checkpointing: bool = False, channels_l
     for pattern in (False, True):
         runs[pattern] = _steps(copy.deepcopy(g), copy.deepcopy(d), sem, image, pattern, channels_last)
     exact = _steps(copy.deepcopy(g).double(), copy.deepcopy(d).double(), sem.double(), image.double(), False)
-    _assert_same(runs[True], runs[False], exact)
+    assert_matches(runs[True], runs[False], exact, REL)
     return g, sem
 
 

@@ -173,7 +173,7 @@ class _FastSPADE(nn.Module):
         else:
             self.norm = "instance" if isinstance(norm, nn.InstanceNorm2d) else "batch"
         # (hidden, k*k * 2C): one matmul gives every hidden row's contribution at every tap
-        taps = tap_matrix(torch.cat([w_gamma, w_beta]))
+        taps = tap_matrix(w_gamma, w_beta)
         self.register_buffer("mod_taps", taps.to(dtype).contiguous(), persistent=False)
         self.register_buffer("mod_bias", torch.cat([b_scale, b_beta]).to(dtype), persistent=False)
 

@@ -43,66 +43,81 @@ def has_spectral_norm(module: nn.Module) -> bool:
 
 def _spectral_hook(conv: nn.Module) -> SpectralNorm | None:
     """The ``SpectralNorm`` hook of a plain spectral-normed ``nn.Conv2d`` that ``spectral_conv``
-    can run itself (its only hook, on ``weight``, zero padding), else None."""
+    can run itself (its only hook, on ``weight`` along dim 0, zero numeric padding), else None."""
     if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or conv._forward_hooks:
         return None
+    if isinstance(conv.padding, str):
+        return None
     hooks = list(conv._forward_pre_hooks.values())
-    if len(hooks) != 1 or not isinstance(hooks[0], SpectralNorm) or hooks[0].name != "weight":
+    if len(hooks) != 1 or not isinstance(hooks[0], SpectralNorm) or hooks[0].name != "weight" or hooks[0].dim != 0:
         return None
     return hooks[0]
 
 
-def _spectral_sigma(conv: nn.Module, hook: SpectralNorm) -> torch.Tensor:
-    """sigma = u^T W v exactly as the hook computes it (one in-place power iteration in training)."""
-    weight = conv.weight_orig
+def _power_iteration(conv: nn.Module, hook: SpectralNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (u, v) this forward uses, as the hook computes them: in training, ``n_power_iterations``
+    in-place steps on ``weight_u`` / ``weight_v`` and copies for the graph; in eval the buffers."""
     u, v = conv.weight_u, conv.weight_v
-    matrix = hook.reshape_weight_to_matrix(weight)
-    if conv.training:
+    if conv.training and hook.n_power_iterations > 0:
+        matrix = conv.weight_orig.reshape(conv.weight_orig.shape[0], -1)
         with torch.no_grad():
             for _ in range(hook.n_power_iterations):
                 v = F.normalize(torch.mv(matrix.t(), u), dim=0, eps=hook.eps, out=v)
                 u = F.normalize(torch.mv(matrix, v), dim=0, eps=hook.eps, out=u)
-            if hook.n_power_iterations > 0:
-                # The buffers change in place next forward; the graph keeps these copies.
-                u = u.clone(memory_format=torch.contiguous_format)
-                v = v.clone(memory_format=torch.contiguous_format)
-    return torch.dot(u, torch.mv(matrix, v))
+            # The buffers change in place next forward; the graph keeps these copies.
+            u = u.clone(memory_format=torch.contiguous_format)
+            v = v.clone(memory_format=torch.contiguous_format)
+    return u, v
+
+
+def _sigma(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sigma = u^T W v, W the weight as a matrix (out, rest)."""
+    return torch.dot(u, torch.mv(weight_orig.reshape(weight_orig.shape[0], -1), v))
 
 
 class _SpectralConv2d(torch.autograd.Function):
-    """conv2d(x, weight_orig / sigma, bias) saving x, weight_orig and sigma, not the weight.
+    """conv2d(x, weight_orig / sigma, bias), sigma = u^T W v, saving x, weight_orig, u, v and
+    sigma, never a normalized weight.
 
-    The normalized weight is a temporary in forward and recomputed in backward; the gradient
-    for sigma flows on through sigma's own graph (the u v^T term of spectral norm).
+    The backward returns the whole spectral-norm gradient of ``weight_orig`` (u, v are constants, as
+    in torch's hook): G / sigma - (G . W_orig) / sigma^2 u v^T, G the conv's weight gradient,
+    computed in place in G. The input gradient divides by sigma after the conv's backward when
+    the input is smaller than the weight (the conv is linear in its weight) instead of recomputing
+    the normalized weight. (Dividing the forward's output instead of the weight changes the
+    activations' rounding, which a following batch norm can amplify: the forward keeps the hook's
+    order of operations.)
     """
 
     @staticmethod
-    def forward(ctx, x, weight_orig, sigma, bias, stride, padding, dilation, groups, dtype):
-        weight = _cast(weight_orig / sigma, dtype)
+    def forward(ctx, x, weight_orig, u, v, bias, stride, padding, dilation, groups, dtype):
+        sigma = _sigma(weight_orig, u, v)
         ctx.conv = (stride, padding, dilation, groups, dtype)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
-        ctx.save_for_backward(x, weight_orig, sigma)
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        ctx.save_for_backward(x, weight_orig, u, v, sigma)
+        return F.conv2d(x, _cast(weight_orig / sigma, dtype), bias, stride, padding, dilation, groups)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, weight_orig, sigma = ctx.saved_tensors
+        x, weight_orig, u, v, sigma = ctx.saved_tensors
         stride, padding, dilation, groups, dtype = ctx.conv
-        need_x, need_w, need_sigma, need_bias = ctx.needs_input_grad[:4]
-        weight = _cast(weight_orig / sigma, dtype)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        need_bias = ctx.needs_input_grad[4]
+        scale_input_grad = dtype is None and need_x and x.numel() < weight_orig.numel()
+        weight = weight_orig if scale_input_grad or not need_x else _cast(weight_orig / sigma, dtype)
         grad_x, grad_w, grad_bias = torch.ops.aten.convolution_backward(
             grad, x, weight, ctx.bias_sizes, list(stride), list(padding), list(dilation), False, [0, 0], groups,
-            [need_x, need_w or need_sigma, need_bias],
+            [need_x, need_w, need_bias],
         )
-        grad_weight_orig = grad_sigma = None
-        if grad_w is not None:
-            grad_w = grad_w.to(weight_orig.dtype)
-            if need_w:
-                grad_weight_orig = grad_w / sigma
-            if need_sigma:
-                grad_sigma = -(grad_w * weight_orig).sum() / (sigma * sigma)
-        return grad_x, grad_weight_orig, grad_sigma, grad_bias, None, None, None, None, None
+        if scale_input_grad:
+            grad_x = grad_x.div_(sigma)
+        grad_weight_orig = None
+        if need_w:
+            grad_w = grad_w.to(weight_orig.dtype).contiguous()
+            grad_sigma = -torch.dot(grad_w.view(-1), weight_orig.reshape(-1)) / (sigma * sigma)
+            grad_weight_orig = grad_w.div_(sigma)
+            grad_weight_orig.view(grad_w.shape[0], -1).addr_(u * grad_sigma, v)
+        return grad_x, grad_weight_orig, None, None, grad_bias, None, None, None, None, None
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
@@ -117,15 +132,16 @@ def spectral_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     Why: torch's spectral-norm hook stores W = weight_orig / sigma on the module every forward
     and ``F.conv2d`` saves that W for backward, so training holds a full extra copy of every
-    spectral weight (255 MiB for the ADE20K generator). Here the hook's work is done in place of
-    the hook, with the same numbers (the power iteration updates ``weight_u`` / ``weight_v`` in
-    place in training, none in eval, so ``replaying`` still works), and the conv runs through
-    ``_SpectralConv2d``, which saves weight_orig and the scalar sigma instead of W. Train, eval and
-    no-grad calls all take this route, so a gradient-checkpoint recompute (eval-mode spectral norm
-    under ``replaying``) saves the same tensors as the first forward, as checkpointing requires.
-    ``conv.weight`` becomes a detached alias of ``weight_orig`` (as right after
-    ``nn.utils.spectral_norm``), so no stale normalized copy, or a pre-``.to()`` copy, stays alive;
-    nothing reads it (state dicts and the fast package use ``weight_orig``).
+    spectral weight (255 MiB for the ADE20K generator), and its backward makes several more
+    weight-sized passes (recomputing W, the u v^T term). Here the hook's work is done in place of
+    the hook, with the same numbers up to float rounding (the power iteration updates
+    ``weight_u`` / ``weight_v`` in place in training, none in eval, so ``replaying`` still works),
+    and the conv runs through ``_SpectralConv2d``, which saves weight_orig, u, v and sigma instead
+    of W. Train, eval and no-grad calls all take this route, so a gradient-checkpoint recompute
+    (eval-mode spectral norm under ``replaying``) saves the same tensors as the first forward, as
+    checkpointing requires. ``conv.weight`` becomes a detached alias of ``weight_orig`` (as right
+    after ``nn.utils.spectral_norm``), so no stale normalized copy, or a pre-``.to()`` copy, stays
+    alive; nothing reads it (state dicts and the fast package use ``weight_orig``).
     Under autocast x, the weight and bias are cast as autocast would cast them.
     Convs without exactly torch's hook, or with other hooks, run as ``conv(x)``.
     """
@@ -133,14 +149,14 @@ def spectral_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if hook is None:
         return conv(x)
     conv.weight = conv.weight_orig.detach()
-    sigma = _spectral_sigma(conv, hook)
+    u, v = _power_iteration(conv, hook)
     device_type = x.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
     x, bias = _cast(x, dtype), _cast(conv.bias, dtype)
     args = (conv.stride, conv.padding, conv.dilation, conv.groups)
     if not torch.is_grad_enabled():
-        return F.conv2d(x, _cast(conv.weight_orig / sigma, dtype), bias, *args)
-    return _SpectralConv2d.apply(x, conv.weight_orig, sigma, bias, *args, dtype)
+        return F.conv2d(x, _cast(conv.weight_orig / _sigma(conv.weight_orig, u, v), dtype), bias, *args)
+    return _SpectralConv2d.apply(x, conv.weight_orig, u, v, bias, *args, dtype)
 
 
 def run_layers(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -87,9 +87,8 @@ class SPADE(nn.Module):
         table = one_hot_table(shared.weight, segmap.n_classes, segmap.use_edge)
         hidden = F.relu(window_rows(plan, table, shared.bias))  # mlp_shared as a look-up
         if plan.sparse:
-            weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])
             bias = torch.cat([self.mlp_gamma.bias + 1, self.mlp_beta.bias])  # the "1 +" of (1 + gamma)
-            rows = pattern_rows(plan, hidden, tap_matrix(weight), bias)
+            rows = pattern_rows(plan, hidden, tap_matrix(self.mlp_gamma.weight, self.mlp_beta.weight), bias)
             if fused is None:
                 return modulate(normalized, rows, plan.pattern_ids)
             return norm_modulate(

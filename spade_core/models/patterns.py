@@ -235,10 +235,36 @@ def per_pixel(rows: torch.Tensor, ids: torch.Tensor, channels_last: bool = False
     return columns.view(-1, n, h, w).transpose(0, 1).contiguous()
 
 
-def tap_matrix(weight: torch.Tensor) -> torch.Tensor:
-    """Conv weight (out, hidden, k, k) -> (hidden, k*k * out): row h holds every tap's column."""
-    taps = weight.flatten(2).permute(1, 2, 0)  # (hidden, k*k, out)
-    return taps.reshape(taps.shape[0], -1)
+class _TapMatrix(torch.autograd.Function):
+    """Conv weights (out_i, hidden, k, k) side by side as one (hidden, k*k * sum(out_i)) matrix."""
+
+    @staticmethod
+    def forward(ctx, *weights: torch.Tensor) -> torch.Tensor:
+        hidden, taps = weights[0].shape[1], weights[0].shape[2] * weights[0].shape[3]
+        outs = [w.shape[0] for w in weights]
+        matrix = weights[0].new_empty(hidden, taps, sum(outs))
+        for block, w in zip(matrix.split(outs, dim=2), weights):
+            block.copy_(w.flatten(2).permute(1, 2, 0))
+        ctx.shapes = [w.shape for w in weights]
+        return matrix.view(hidden, -1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        hidden = ctx.shapes[0][1]
+        blocks = grad.view(hidden, -1, sum(shape[0] for shape in ctx.shapes)).split([s[0] for s in ctx.shapes], dim=2)
+        # one contiguous copy per weight, in the weight's own layout, so that it becomes .grad as is
+        return tuple(b.permute(2, 0, 1).reshape(shape) for b, shape in zip(blocks, ctx.shapes))
+
+
+def tap_matrix(*weights: torch.Tensor) -> torch.Tensor:
+    """Conv weights (out_i, hidden, k, k), concatenated along out -> (hidden, k*k * sum(out_i)):
+    row h holds every tap's column (taps major, then the weights' outputs in order).
+
+    Differentiable, with one copy each way (no concatenated weight, and the gradients come back
+    contiguous in the weights' layout).
+    """
+    return _TapMatrix.apply(*weights)
 
 
 def pattern_rows(plan: PatternPlan, hidden: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

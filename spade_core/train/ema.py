@@ -33,10 +33,12 @@ class EMA:
         ``step`` (the number of updates before this one) drives the warm-up; None uses the flat decay.
         """
         decay = self.decay if step is None else self.decay_at(step)
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
-            ema_b.copy_(b)
+        averages = list(self.model.parameters())
+        if averages:  # one call for all tensors: the same numbers as lerp_ per tensor
+            torch._foreach_lerp_(averages, [p.detach().to(a.dtype) for a, p in zip(averages, model.parameters())], 1.0 - decay)
+        buffers = list(self.model.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 @torch.no_grad()

@@ -414,7 +414,9 @@ class Trainer:
         replaced with ``overwrite``; otherwise it is refused before anything is written.
         """
         try:
-            return self._train(plan or plan_run(self.config, resume=resume, overwrite=overwrite, resume_from=resume_from))
+            plan = plan or plan_run(self.config, resume=resume, overwrite=overwrite, resume_from=resume_from)
+            barrier(self.ctx)  # every rank has checked the folder before rank 0 writes into it
+            return self._train(plan)
         except OSError as err:
             if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
                 raise ckpt.write_error(err, "the run's logs", self.run_dir) from None
