@@ -23,7 +23,7 @@ from PIL import Image
 from spade_core.models import MultiscaleDiscriminator, SPADEGenerator
 from spade_core.models.layers import ReferenceSyncBatchNorm2d, fused_norm
 from spade_core.models.normalization import SPADE
-from spade_core.models.patterns import LabelLayout, make_plan, modulate, norm_modulate
+from spade_core.models.patterns import LabelLayout, _TapProducts, make_plan, modulate, norm_modulate
 from spade_core.segmap import one_hot_semantics
 from spade_core.train.steps import LossSettings, discriminator_losses, generator_losses
 from exactness import assert_matches
@@ -292,3 +292,25 @@ def test_pattern_path_saves_one_feature_map_not_two(norm):
     # the same layer unfused (a forward hook on its norm) keeps the normalized map too
     layer.param_free_norm.register_forward_hook(lambda *args: None)
     assert _saved_bytes(layer, x, layout) >= 1.9 * feature_map
+
+
+def test_pattern_path_keeps_no_tap_matrix_for_the_backward():
+    """The per-tap products keep no (hidden, k*k * 2C) copy of the gamma/beta weights for the
+    backward (it is rebuilt there); their gradients pass gradcheck and the weights' come back contiguous."""
+    torch.manual_seed(0)
+    layer = SPADE(256, 3, "batch", hidden_nc=8)
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[:, 4:12, 3:9] = 1
+    layout = LabelLayout(one_hot_semantics(labels, 3, False, False), 3, False)
+    x = torch.randn(1, 256, 16, 16, requires_grad=True)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = layer(x, layout)
+    assert layout.plan((16, 16), 3).sparse
+    assert not any(t.shape == (8, 9 * 512) for t in saved)
+    weights = (layer.mlp_gamma.weight, layer.mlp_beta.weight)
+    hidden = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    small = [w[:3].detach().double().requires_grad_() for w in weights]
+    assert torch.autograd.gradcheck(lambda h, a, b: _TapProducts.apply(h, a, b), (hidden, *small))
+    out.sum().backward()
+    assert all(w.grad is not None and w.grad.is_contiguous() for w in weights)

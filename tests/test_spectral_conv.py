@@ -214,3 +214,18 @@ def test_no_normalized_copy_stays_on_the_module():
     conv = conv.double()  # parameters move; the attribute would keep the old tensor alive
     spectral_conv(conv, torch.randn(1, 6, 5, 5, dtype=torch.float64))
     assert conv.weight.data_ptr() == conv.weight_orig.data_ptr() and not conv.weight.requires_grad
+
+
+def test_a_frozen_conv_keeps_no_input_for_its_backward():
+    """A frozen spectral conv (the discriminator in a generator step) saves no copy of its input
+    (only the weight gradient needs it) and still gives the hook's input gradient."""
+    conv = _conv(6, 5, 3, True).train().requires_grad_(False)
+    x = torch.randn(2, 6, 9, 8, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = spectral_conv(copy.deepcopy(conv), x)
+    assert not any(t.shape == x.shape for t in saved)
+    (y * torch.linspace(-1, 2, y.numel()).view_as(y)).sum().backward()
+    x_hook = x.detach().clone().requires_grad_()
+    (conv(x_hook) * torch.linspace(-1, 2, y.numel()).view_as(y)).sum().backward()
+    _assert_close(x.grad, x_hook.grad, "x.grad")

@@ -21,14 +21,16 @@ class NLayerDiscriminator(nn.Module):
         super().__init__()
         kw, pad = 4, 2
         nf = ndf
+        # In-place activations: what they overwrite (a conv or norm output) no backward needs, and
+        # each layer then keeps one activation for the backward instead of two.
         layers: list[nn.Module] = [
-            nn.Sequential(nn.Conv2d(input_nc, nf, kw, stride=2, padding=pad), nn.LeakyReLU(0.2))
+            nn.Sequential(nn.Conv2d(input_nc, nf, kw, stride=2, padding=pad), nn.LeakyReLU(0.2, inplace=True))
         ]
         for n in range(1, n_layers):
             nf_prev, nf = nf, min(nf * 2, 512)
             stride = 1 if n == n_layers - 1 else 2
             conv = nn.Conv2d(nf_prev, nf, kw, stride=stride, padding=pad)
-            layers.append(nn.Sequential(normalized_conv(conv, norm, spectral_norm), nn.LeakyReLU(0.2)))
+            layers.append(nn.Sequential(normalized_conv(conv, norm, spectral_norm), nn.LeakyReLU(0.2, inplace=True)))
         layers.append(nn.Sequential(nn.Conv2d(nf, 1, kw, stride=1, padding=pad)))
         for i, layer in enumerate(layers):
             self.add_module(f"model{i}", layer)

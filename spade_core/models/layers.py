@@ -76,8 +76,8 @@ def _sigma(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch
 
 
 class _SpectralConv2d(torch.autograd.Function):
-    """conv2d(x, weight_orig / sigma, bias), sigma = u^T W v, saving x, weight_orig, u, v and
-    sigma, never a normalized weight.
+    """conv2d(x, weight_orig / sigma, bias), sigma = u^T W v, saving x (when the weight needs a
+    gradient), weight_orig, u, v and sigma, never a normalized weight.
 
     The backward returns the whole spectral-norm gradient of ``weight_orig`` (u, v are constants, as
     in torch's hook): G / sigma - (G . W_orig) / sigma^2 u v^T, G the conv's weight gradient,
@@ -93,7 +93,10 @@ class _SpectralConv2d(torch.autograd.Function):
         sigma = _sigma(weight_orig, u, v)
         ctx.conv = (stride, padding, dilation, groups, dtype)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
-        ctx.save_for_backward(x, weight_orig, u, v, sigma)
+        # x only serves the weight gradient: a frozen conv (the discriminator in a generator step)
+        # keeps its shape, not its values
+        ctx.x_shape = x.shape
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight_orig, u, v, sigma)
         return F.conv2d(x, _cast(weight_orig / sigma, dtype), bias, stride, padding, dilation, groups)
 
     @staticmethod
@@ -103,8 +106,10 @@ class _SpectralConv2d(torch.autograd.Function):
         stride, padding, dilation, groups, dtype = ctx.conv
         need_x, need_w = ctx.needs_input_grad[:2]
         need_bias = ctx.needs_input_grad[4]
-        scale_input_grad = dtype is None and need_x and x.numel() < weight_orig.numel()
+        scale_input_grad = dtype is None and need_x and ctx.x_shape.numel() < weight_orig.numel()
         weight = weight_orig if scale_input_grad or not need_x else _cast(weight_orig / sigma, dtype)
+        if x is None:  # only its shape matters to the input gradient: a broadcast zero stands in
+            x = grad.new_zeros((), dtype=weight.dtype).expand(ctx.x_shape)
         grad_x, grad_w, grad_bias = torch.ops.aten.convolution_backward(
             grad, x, weight, ctx.bias_sizes, list(stride), list(padding), list(dilation), False, [0, 0], groups,
             [need_x, need_w, need_bias],

@@ -21,7 +21,6 @@ from .patterns import (
     one_hot_table,
     pattern_rows,
     per_pixel,
-    tap_matrix,
     window_rows,
 )
 
@@ -88,7 +87,7 @@ class SPADE(nn.Module):
         hidden = F.relu(window_rows(plan, table, shared.bias))  # mlp_shared as a look-up
         if plan.sparse:
             bias = torch.cat([self.mlp_gamma.bias + 1, self.mlp_beta.bias])  # the "1 +" of (1 + gamma)
-            rows = pattern_rows(plan, hidden, tap_matrix(self.mlp_gamma.weight, self.mlp_beta.weight), bias)
+            rows = pattern_rows(plan, hidden, (self.mlp_gamma.weight, self.mlp_beta.weight), bias)
             if fused is None:
                 return modulate(normalized, rows, plan.pattern_ids)
             return norm_modulate(

@@ -235,46 +235,59 @@ def per_pixel(rows: torch.Tensor, ids: torch.Tensor, channels_last: bool = False
     return columns.view(-1, n, h, w).transpose(0, 1).contiguous()
 
 
-class _TapMatrix(torch.autograd.Function):
-    """Conv weights (out_i, hidden, k, k) side by side as one (hidden, k*k * sum(out_i)) matrix."""
+def tap_matrix(*weights: torch.Tensor) -> torch.Tensor:
+    """Conv weights (out_i, hidden, k, k), concatenated along out -> (hidden, k*k * sum(out_i)):
+    row h holds every tap's column (taps major, then the weights' outputs in order)."""
+    matrix = torch.cat([w.flatten(2).permute(1, 2, 0) for w in weights], dim=2)  # (hidden, k*k, sum(out)): one copy
+    return matrix.view(matrix.shape[0], -1)
+
+
+class _TapProducts(torch.autograd.Function):
+    """``hidden @ tap_matrix(*weights)`` keeping no tap matrix for the backward: the backward
+    rebuilds it from the weights (which autograd holds anyway), so a training step does not hold a
+    copy of every SPADE layer's gamma/beta weights (100 MiB for the ADE20K generator). Weight
+    gradients come back contiguous in the weights' own layout. Under autocast both matmuls run as
+    autocast runs ``torch.mm``.
+    """
 
     @staticmethod
-    def forward(ctx, *weights: torch.Tensor) -> torch.Tensor:
-        hidden, taps = weights[0].shape[1], weights[0].shape[2] * weights[0].shape[3]
-        outs = [w.shape[0] for w in weights]
-        matrix = weights[0].new_empty(hidden, taps, sum(outs))
-        for block, w in zip(matrix.split(outs, dim=2), weights):
-            block.copy_(w.flatten(2).permute(1, 2, 0))
-        ctx.shapes = [w.shape for w in weights]
-        return matrix.view(hidden, -1)
+    def forward(ctx, hidden: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        device = hidden.device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        ctx.save_for_backward(hidden, *weights)
+        return torch.mm(hidden, tap_matrix(*weights))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        hidden = ctx.shapes[0][1]
-        blocks = grad.view(hidden, -1, sum(shape[0] for shape in ctx.shapes)).split([s[0] for s in ctx.shapes], dim=2)
-        # one contiguous copy per weight, in the weight's own layout, so that it becomes .grad as is
-        return tuple(b.permute(2, 0, 1).reshape(shape) for b, shape in zip(blocks, ctx.shapes))
+        hidden, *weights = ctx.saved_tensors
+        device, enabled, dtype = ctx.autocast
+        grad_hidden, grad_weights = None, [None] * len(weights)
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            if ctx.needs_input_grad[0]:
+                grad_hidden = torch.mm(grad, tap_matrix(*weights).t()).to(hidden.dtype)
+            if any(ctx.needs_input_grad[1:]):
+                grad_taps = torch.mm(hidden.t(), grad)  # (hidden, k*k * sum(out))
+        if any(ctx.needs_input_grad[1:]):
+            outs = [w.shape[0] for w in weights]
+            blocks = grad_taps.view(hidden.shape[1], -1, sum(outs)).split(outs, dim=2)
+            grad_weights = [b.permute(2, 0, 1).reshape(w.shape).to(w.dtype) for b, w in zip(blocks, weights)]
+        return grad_hidden, *grad_weights
 
 
-def tap_matrix(*weights: torch.Tensor) -> torch.Tensor:
-    """Conv weights (out_i, hidden, k, k), concatenated along out -> (hidden, k*k * sum(out_i)):
-    row h holds every tap's column (taps major, then the weights' outputs in order).
+def pattern_rows(
+    plan: PatternPlan, hidden: torch.Tensor, taps: torch.Tensor | tuple[torch.Tensor, ...], bias: torch.Tensor
+) -> torch.Tensor:
+    """A conv (weights ``taps``, ``bias``) over the hidden map, once per pattern: (n_patterns, out).
 
-    Differentiable, with one copy each way (no concatenated weight, and the gradients come back
-    contiguous in the weights' layout).
-    """
-    return _TapMatrix.apply(*weights)
-
-
-def pattern_rows(plan: PatternPlan, hidden: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """A conv (``tap_matrix`` ``taps``, ``bias``) over the hidden map, once per pattern: (n_patterns, out).
-
-    ``hidden`` (n_hidden, hidden_nc) rows per distinct window; a zero row is added for outside.
+    ``taps``: a ``tap_matrix`` (inference: built once), or the conv weights themselves (training:
+    the tap matrix is a temporary, forward and backward). ``hidden`` (n_hidden, hidden_nc) rows
+    per distinct window; a zero row is added for outside.
     """
     hidden = torch.cat([hidden, hidden.new_zeros(1, hidden.shape[1])])
     out = bias.shape[0]
-    per_tap = torch.mm(hidden, taps).reshape(-1, out).to(bias.dtype)  # autocast: taps summed at bias precision
+    products = torch.mm(hidden, taps) if isinstance(taps, torch.Tensor) else _TapProducts.apply(hidden, *taps)
+    per_tap = products.reshape(-1, out).to(bias.dtype)  # autocast: taps summed at bias precision
     return F.embedding_bag(plan.pattern_index, per_tap, mode="sum") + bias
 
 
