@@ -314,3 +314,22 @@ def test_pattern_path_keeps_no_tap_matrix_for_the_backward():
     assert torch.autograd.gradcheck(lambda h, a, b: _TapProducts.apply(h, a, b), (hidden, *small))
     out.sum().backward()
     assert all(w.grad is not None and w.grad.is_contiguous() for w in weights)
+
+
+@pytest.mark.parametrize("chunk", [7, 50, 2**18])
+def test_modulate_into_gathers_in_blocks_exactly(monkeypatch, chunk):
+    """Block-wise gather + multiply-add equals the full gather, for any block size, in place too."""
+    from spade_core.models import patterns
+
+    monkeypatch.setattr(patterns, "GATHER_CHUNK", chunk)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 6, 4, generator=g)
+    table = torch.randn(9, 10, generator=g)  # (P, 2C)
+    ids = torch.randint(0, 9, (2 * 6 * 4,), generator=g)
+    rows = table[ids].view(2, 6, 4, 10).permute(0, 3, 1, 2)
+    expected = torch.addcmul(rows[:, 5:], x, rows[:, :5])  # one rounding, as the full gather computes it
+    columns = table.t().contiguous()
+    assert torch.equal(patterns.modulate_into(x, columns, ids, torch.empty_like(x)), expected)
+    assert torch.equal(patterns.modulate_into(x, columns[:5], ids, torch.empty_like(x), shift=False), x * rows[:, :5])
+    inplace = x.clone()
+    assert patterns.modulate_into(inplace, columns, ids, inplace) is inplace and torch.equal(inplace, expected)

@@ -11,7 +11,17 @@ from ..models.blocks import SPADEResnetBlock
 from ..models.generator import SPADEGenerator
 from ..models.layers import has_spectral_norm
 from ..models.normalization import SPADE
-from ..models.patterns import LabelLayout, PatternPlan, one_hot_table, pattern_rows, per_pixel, tap_matrix, window_rows
+from ..models.patterns import (
+    GATHER_CHUNK,
+    LabelLayout,
+    PatternPlan,
+    modulate_into,
+    one_hot_table,
+    pattern_rows,
+    per_pixel,
+    tap_matrix,
+    window_rows,
+)
 from .winograd import direct_weight, winograd_conv3x3, winograd_weight, workspace_bytes
 from .workspace import Workspace
 
@@ -29,9 +39,6 @@ WINOGRAD_MIN_PRODUCT = 2**16
 WINOGRAD_WIDE_PRODUCT = 2**19
 WINOGRAD_MIN_TILES = 64
 WINOGRAD_MAX_TILES = 64 * 64
-# Per-pixel modulation gathers scale and shift rows in chunks of about this many elements, so
-# that they stay in cache between the gather and the multiply-add.
-MODULATE_CHUNK = 2**18
 
 
 class _Call:
@@ -219,27 +226,8 @@ class _FastSPADE(nn.Module):
             return shift.addcmul_(x, scale)
         if out is None or not out.is_contiguous():
             out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        _modulate(x, self.pattern_table(plan), plan.pattern_ids.view(x.shape[0], -1), out, call.workspace)
-        return out
-
-
-def _modulate(x: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, out: torch.Tensor, workspace: Workspace) -> None:
-    """out = x * scale + shift with per-pixel (scale, shift) = columns ``ids`` of ``table`` (2C, patterns).
-
-    Gathered a few channels at a time, so that the gathered rows are still in cache when used.
-    """
-    n, c = x.shape[:2]
-    x, out = x.reshape(n, c, -1), out.view(n, c, -1)
-    pixels = x.shape[2]
-    rows = max(1, min(c, MODULATE_CHUNK // pixels))
-    gathered = workspace.get("modulation", (2, rows, pixels), x)
-    for i in range(n):
-        for start in range(0, c, rows):
-            stop = min(c, start + rows)
-            scale, shift = gathered[0, : stop - start], gathered[1, : stop - start]
-            torch.index_select(table[start:stop], 1, ids[i], out=scale)
-            torch.index_select(table[c + start : c + stop], 1, ids[i], out=shift)
-            torch.addcmul(shift, x[i, start:stop], scale, out=out[i, start:stop])
+        scratch = call.workspace.get("modulation", (2 * max(GATHER_CHUNK, x[0, 0].numel()),), x)
+        return modulate_into(x, self.pattern_table(plan), plan.pattern_ids, out, buffer=scratch)
 
 
 class _FastBlock(nn.Module):

@@ -299,8 +299,63 @@ def _gather(table: torch.Tensor, ids: torch.Tensor, like: torch.Tensor) -> torch
     return table.t().contiguous().index_select(1, ids).view(-1, n, h, w).transpose(0, 1)
 
 
+def _modulated(x: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``x * scale[ids] + shift[ids]`` into ``out`` (which may be ``x``), (scale | shift) = ``table`` (P, 2C)."""
+    if x.is_contiguous() and out.is_contiguous():
+        return modulate_into(x, table.t().contiguous(), ids, out)
+    c = x.shape[1]
+    rows = _gather(table, ids, x)
+    return torch.addcmul(rows[:, c:], x, rows[:, :c], out=out)
+
+
+def _scaled(x: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """A new ``x * scale[ids]`` (``scale`` (P, C)), in x's memory format."""
+    if x.is_contiguous():
+        return modulate_into(x, scale.t().contiguous(), ids, torch.empty_like(x), shift=False)
+    return _gather(scale, ids, x).mul(x)
+
+
 def _channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+# Per-pixel rows are gathered a few channels at a time, about this many elements per block, so
+# that each block is still in cache when the multiply(-add) reads it (no full-size gathered map).
+GATHER_CHUNK = 2**18
+
+
+def modulate_into(
+    x: torch.Tensor,
+    columns: torch.Tensor,
+    ids: torch.Tensor,
+    out: torch.Tensor,
+    shift: bool = True,
+    buffer: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``out = x * scale[ids] + shift[ids]`` (``shift=False``: ``x * scale[ids]``) for NCHW-contiguous
+    x and out (N, C, h, w); ``columns`` (2C, P) holds scale rows then shift rows ((C, P) without
+    shift), ``ids`` (N*h*w,) each pixel's column. ``out`` may be ``x`` itself. ``buffer``: scratch
+    of at least (2, GATHER_CHUNK) elements to reuse (else one is allocated).
+    """
+    n, c = x.shape[:2]
+    pixels = x[0, 0].numel()
+    flat_x, flat_out, ids = x.view(n, c, pixels), out.view(n, c, pixels), ids.view(n, pixels)
+    rows = max(1, min(c, GATHER_CHUNK // max(pixels, 1)))
+    if buffer is None or buffer.numel() < 2 * rows * pixels or buffer.dtype != out.dtype:
+        buffer = out.new_empty(2 * rows * pixels)
+    blocks = buffer.reshape(-1)[: 2 * rows * pixels].view(2, rows, pixels)
+    for i in range(n):
+        for start in range(0, c, rows):
+            stop = min(c, start + rows)
+            scale_block = blocks[0, : stop - start]
+            torch.index_select(columns[start:stop], 1, ids[i], out=scale_block)
+            if shift:
+                shift_block = blocks[1, : stop - start]
+                torch.index_select(columns[c + start : c + stop], 1, ids[i], out=shift_block)
+                torch.addcmul(shift_block, flat_x[i, start:stop], scale_block, out=flat_out[i, start:stop])
+            else:
+                torch.mul(flat_x[i, start:stop], scale_block, out=flat_out[i, start:stop])
+    return out
 
 
 def _pattern_sums(d_scale: torch.Tensor, d_shift: torch.Tensor, ids: torch.Tensor, count: int) -> torch.Tensor:
@@ -327,12 +382,8 @@ class _Modulate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         dtype = torch.promote_types(normalized.dtype, table.dtype)
-        c = normalized.shape[1]
-        rows = _gather(table.to(dtype), ids, normalized)
-        out = torch.empty_like(normalized, dtype=dtype)
-        torch.addcmul(rows[:, c:], normalized, rows[:, :c], out=out)
         ctx.save_for_backward(normalized, table, ids)
-        return out
+        return _modulated(normalized, table.to(dtype), ids, torch.empty_like(normalized, dtype=dtype))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -342,8 +393,7 @@ class _Modulate(torch.autograd.Function):
         grad = grad.to(dtype)
         grad_normalized = grad_table = None
         if ctx.needs_input_grad[0]:
-            scale = _gather(table[:, :c].to(dtype), ids, normalized)
-            grad_normalized = (grad * scale).to(normalized.dtype)
+            grad_normalized = _scaled(grad, table[:, :c].to(dtype), ids).to(normalized.dtype)
         if ctx.needs_input_grad[1]:
             grad_table = _pattern_sums(grad * normalized, grad, ids, table.shape[0]).t().to(table.dtype)
         return grad_normalized, grad_table, None
@@ -383,9 +433,9 @@ class _NormModulate(torch.autograd.Function):
             invstd = torch.rsqrt(var + eps)
             normalized = ((x - mean) * invstd).to(x.dtype)
         dtype = torch.promote_types(x.dtype, table.dtype)
-        rows = _gather(table.to(dtype), ids, x)
-        out = torch.empty_like(x, dtype=dtype)
-        torch.addcmul(rows[:, c:], normalized, rows[:, :c], out=out)
+        # the normalized map is a fresh temporary: the output can take its place
+        out = normalized if normalized.dtype == dtype and normalized.is_contiguous() else torch.empty_like(x, dtype=dtype)
+        out = _modulated(normalized, table.to(dtype), ids, out)
         ctx.mode = mode
         ctx.save_for_backward(x, table, ids, mean, invstd)
         return out
@@ -405,7 +455,7 @@ class _NormModulate(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             scale = table[:, :c].to(dtype)
-            g = _gather(scale, ids, x).mul(grad)  # gradient of the normalized map
+            g = _scaled(grad, scale, ids)  # gradient of the normalized map
             if ctx.mode == "batch":
                 # per-channel sums of g and g * normalized from the per-pattern sums: no full-map pass
                 count = g.numel() // c
