@@ -12,11 +12,15 @@ this module finds the distinct windows once, for every SPADE layer at that resol
 * ``mlp_gamma`` / ``mlp_beta`` are linear in the hidden vectors of the window: one matmul gives
   each distinct hidden vector's contribution per tap, a summed gather adds the taps of each
   pattern (``pattern_rows``).
-* ``modulate`` gathers each pixel's (1 + gamma, beta) and applies them; its backward sums the
+* ``modulate`` gathers each pixel's (1 + gamma, beta) and applies them, a few channels at a time
+  (``modulate_into``: the gathered block is still in cache when used); its backward sums the
   per-pixel gradients per pattern.
 
-All of it is plain differentiable torch (plus one autograd Function with a hand-written
-backward), so losses and gradients equal the dense computation up to float summation order.
+For the backward, nothing full-size beyond the layer's input is kept: the norm is recomputed
+(``norm_modulate``) and the gamma/beta tap matrix is rebuilt from the weights (``_TapProducts``).
+
+All of it is plain torch (plus autograd Functions with hand-written backwards), so losses and
+gradients equal the dense computation up to float summation order.
 A resolution with too many patterns (noise-like layouts) stays dense (``PatternPlan.sparse``).
 """
 
@@ -335,7 +339,8 @@ def modulate_into(
     """``out = x * scale[ids] + shift[ids]`` (``shift=False``: ``x * scale[ids]``) for NCHW-contiguous
     x and out (N, C, h, w); ``columns`` (2C, P) holds scale rows then shift rows ((C, P) without
     shift), ``ids`` (N*h*w,) each pixel's column. ``out`` may be ``x`` itself. ``buffer``: scratch
-    of at least (2, GATHER_CHUNK) elements to reuse (else one is allocated).
+    to reuse, used when it holds 2 * max(GATHER_CHUNK, h*w) elements of out's dtype (else one is
+    allocated).
     """
     n, c = x.shape[:2]
     pixels = x[0, 0].numel()
