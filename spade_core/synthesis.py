@@ -19,6 +19,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from .devices import denormals_flushed
 from .fast import optimize_generator
 from .images import MAX_SIDE, check_finite, check_image_size, open_image
 from .labels import LabelSet, check_label_set
@@ -330,7 +331,7 @@ def _run(
     generator.eval()
     try:
         network = cache.network(generator, use_fast)  # built outside inference mode: its buffers stay normal tensors
-        with torch.inference_mode():
+        with torch.inference_mode(), denormals_flushed(semantics.device):
             images = network(semantics, z)
     finally:
         generator.train(was_training)

@@ -214,3 +214,19 @@ def test_style_encoder_model_at_other_sizes(embedded):
     styled = _core(embedded, seg, style_image=torch.rand(1, 3, 300, 200, generator=torch.Generator().manual_seed(1)),
                    seed=0, height=256, width=256)
     assert styled.shape == (1, 3, 256, 256) and torch.isfinite(styled).all()
+
+
+@pytest.mark.parametrize("caller_flushes", [False, True])
+def test_synthesis_runs_with_denormals_flushed_and_restores_the_callers_setting(plain, caller_flushes):
+    from spade_core.devices import flushing_denormals
+
+    seen = []
+    hook = plain.generator.conv_img.register_forward_hook(lambda *args: seen.append(flushing_denormals()))
+    torch.set_flush_denormal(caller_flushes)
+    try:
+        _core(plain, _labels(1), use_fast=False)
+        assert seen == [True]  # the forward ran flushed
+        assert flushing_denormals() == caller_flushes
+    finally:
+        hook.remove()
+        torch.set_flush_denormal(False)
