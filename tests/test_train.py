@@ -212,6 +212,8 @@ def test_fp16_uses_a_gradient_scaler(tmp_path):
     assert all(s.is_enabled() for s in trainer.scalers.values())
     meta = json.loads((ckpt.latest_checkpoint(cfg.out_dir) / ckpt.STATE_JSON).read_text())
     assert meta["scalers"]["generator"]["scale"] > 0
+    # fused Adam (with the scaler's unscaling folded in) on the CPU
+    assert all(opt.defaults["fused"] for opt in trainer.optimizers.values())
 
 
 def test_missing_vgg_weights_offline_is_a_one_line_error(tmp_path, monkeypatch, capsys):
