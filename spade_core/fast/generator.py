@@ -226,7 +226,8 @@ class _FastSPADE(nn.Module):
             return shift.addcmul_(x, scale)
         if out is None or not out.is_contiguous():
             out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        scratch = call.workspace.get("modulation", (2 * max(GATHER_CHUNK, x[0, 0].numel()),), x)
+        block = max(GATHER_CHUNK, x[0, 0].numel()) if x.device.type == "cpu" else x[0].numel()
+        scratch = call.workspace.get("modulation", (2 * block,), x)
         return modulate_into(x, self.pattern_table(plan), plan.pattern_ids, out, buffer=scratch)
 
 

@@ -339,13 +339,14 @@ def modulate_into(
     """``out = x * scale[ids] + shift[ids]`` (``shift=False``: ``x * scale[ids]``) for NCHW-contiguous
     x and out (N, C, h, w); ``columns`` (2C, P) holds scale rows then shift rows ((C, P) without
     shift), ``ids`` (N*h*w,) each pixel's column. ``out`` may be ``x`` itself. ``buffer``: scratch
-    to reuse, used when it holds 2 * max(GATHER_CHUNK, h*w) elements of out's dtype (else one is
-    allocated).
+    to reuse, used when it holds 2 * C * h*w elements of out's dtype (on the CPU
+    2 * max(GATHER_CHUNK, h*w) suffice), else one is allocated.
     """
     n, c = x.shape[:2]
     pixels = x[0, 0].numel()
     flat_x, flat_out, ids = x.view(n, c, pixels), out.view(n, c, pixels), ids.view(n, pixels)
-    rows = max(1, min(c, GATHER_CHUNK // max(pixels, 1)))
+    # on accelerators one block per sample: there kernel launches cost more than cache misses
+    rows = max(1, min(c, GATHER_CHUNK // max(pixels, 1))) if x.device.type == "cpu" else c
     if buffer is None or buffer.numel() < 2 * rows * pixels or buffer.dtype != out.dtype:
         buffer = out.new_empty(2 * rows * pixels)
     blocks = buffer.reshape(-1)[: 2 * rows * pixels].view(2, rows, pixels)
