@@ -357,3 +357,20 @@ def test_remove_initial_share_recovers_a_flat_ema_from_its_initialisation():
     assert ema.model.weight.item() < 0
     remove_initial_share(ema.model, initial, 0.99, 50)
     assert ema.model.weight.item() == pytest.approx(2.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_discriminator_input_is_the_nested_cats(channels_last):
+    from spade_core.train.steps import discriminator_input
+
+    g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    sem = torch.rand(2, 5, 8, 6, generator=g).contiguous(memory_format=fmt)
+    fake = torch.randn(2, 3, 8, 6, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    real = torch.randn(2, 3, 8, 6, generator=g).bfloat16().contiguous(memory_format=fmt)
+    expected = torch.cat([torch.cat([sem, fake], 1), torch.cat([sem, real], 1)], 0)
+    got = discriminator_input(sem, fake, real)
+    assert torch.equal(got, expected) and got.dtype == expected.dtype
+    assert got.is_contiguous(memory_format=fmt) == expected.is_contiguous(memory_format=fmt)
+    weights = torch.randn(expected.shape, generator=g)
+    assert torch.equal(*[torch.autograd.grad((t * weights).sum(), fake)[0] for t in (got, expected)])

@@ -55,9 +55,26 @@ def discriminate(
 ) -> tuple[Features, Features]:
     """One discriminator call on [cat(sem, fake); cat(sem, real)] (the reference batches them so that
     batch statistics see both), returned as float32 (fake features, real features)."""
-    fake_and_real = torch.cat([torch.cat([semantics, fake], 1), torch.cat([semantics, real], 1)], 0)
-    preds = [[t.float() for t in scale] for scale in discriminator(fake_and_real)]
+    preds = [[t.float() for t in scale] for scale in discriminator(discriminator_input(semantics, fake, real))]
     return split_predictions(preds)
+
+
+def discriminator_input(semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``cat([cat([semantics, fake], 1), cat([semantics, real], 1)], 0)``, written once into one
+    tensor (the nested cats write the large semantic channels twice). Same dtype promotion and
+    memory format as the cats; differentiable in ``fake`` and ``real``."""
+    n, labels = semantics.shape[:2]
+    dtype = torch.promote_types(torch.promote_types(semantics.dtype, fake.dtype), real.dtype)
+    channels_last = semantics.is_contiguous(memory_format=torch.channels_last) and not semantics.is_contiguous()
+    out = torch.empty(
+        (2 * n, labels + fake.shape[1], *semantics.shape[2:]), dtype=dtype, device=semantics.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
+    out[:n, :labels] = semantics
+    out[n:, :labels] = semantics
+    out[:n, labels:] = fake
+    out[n:, labels:] = real
+    return out
 
 
 def generate(
