@@ -333,3 +333,27 @@ def test_modulate_into_gathers_in_blocks_exactly(monkeypatch, chunk):
     assert torch.equal(patterns.modulate_into(x, columns[:5], ids, torch.empty_like(x), shift=False), x * rows[:, :5])
     inplace = x.clone()
     assert patterns.modulate_into(inplace, columns, ids, inplace) is inplace and torch.equal(inplace, expected)
+
+
+def test_bag_sum_backward_is_embedding_bags_through_the_shared_incidence():
+    """The sparse backward of the summed look-ups equals embedding_bag's, passes gradcheck, warns
+    nothing, and its structure is built once per plan index (shared by the layers at that size)."""
+    import warnings
+
+    from spade_core.models.patterns import bag_sum
+
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    labels[:, 4:12, 3:9] = 1
+    labels[1, 10:, 10:] = 2
+    plan = LabelLayout(one_hot_semantics(labels, 3, False, False), 3, False).plan((16, 16), 3)
+    rows = int(plan.key_index.max()) + 2
+    table = torch.randn(rows, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: bag_sum(plan, plan.key_index, t), (table,))
+    weights = torch.randn(plan.key_index.shape[0], 6, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = torch.autograd.grad((bag_sum(plan, plan.key_index, table) * weights).sum(), table)[0]
+    expected = torch.autograd.grad((F.embedding_bag(plan.key_index, table, mode="sum") * weights).sum(), table)[0]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    first = plan.incidence(plan.key_index, rows)
+    assert all(a is b for a, b in zip(first, plan.incidence(plan.key_index, rows)))
