@@ -4,7 +4,9 @@ The new path must give the same outputs, gradients and power-iteration buffers (
 ``weight_v``) as calling the hooked conv, within 1e-5 of each tensor's largest value (float32),
 for single convs (3x3 / 1x1 / strided 4x4, with and without bias, train / eval / no grad) and for
 whole generator, encoder and discriminator training steps of an ADE20K-like small config on the
-COCO-Stuff sample layouts; its backward must not keep the normalized weight.
+COCO-Stuff sample layouts (there, tensors that are rounding noise in float32 must be as close to
+a float64 run as the hook's are: ``tests/exactness.py``); its backward must not keep the
+normalized weight, and a frozen conv keeps no input.
 """
 
 from __future__ import annotations
