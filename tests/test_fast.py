@@ -253,6 +253,25 @@ def test_wide_layers_run_as_winograd_and_match():
     _compare(generator, _coco_layouts(generator, (256, 256), 2))
 
 
+def test_large_maps_run_channels_last_and_the_output_is_nchw():
+    # 32x32 maps and up run channels-last on the CPU (the 8x8 and 16x16 blocks stay NCHW); dense
+    # plans (a noise sample beside a real layout) switch with them
+    generator = _tiny("ade20k", lambda g: _coco_layouts(g, (128, 128), 2), ngf=8, crop_size=128, label_nc=20)
+    noise = torch.randint(0, 21, (1, 128, 128), generator=torch.Generator().manual_seed(3))
+    for sem in (_coco_layouts(generator, (128, 128), 2), _semantics(generator, noise)):
+        fast = optimize_generator(generator)
+        formats = {}
+        for name, block in fast.blocks.items():
+            block.register_forward_hook(lambda m, args, out, name=name: formats.__setitem__(name, (args[0].shape[-1], out)))
+        _compare(generator, sem)
+        with torch.no_grad():
+            out = fast(sem)
+        assert out.is_contiguous()
+        for name, (width, block_out) in formats.items():
+            channels_last = block_out.is_contiguous(memory_format=torch.channels_last) and not block_out.is_contiguous()
+            assert channels_last == (width * width >= 32 * 32), (name, width)
+
+
 @pytest.mark.parametrize("dtype, slack", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
 def test_low_precision_on_cpu(dtype, slack):
     # Few classes: the plain path's float16 convolutions are very slow on CPU.

@@ -334,6 +334,17 @@ def test_modulate_into_gathers_in_blocks_exactly(monkeypatch, chunk):
     inplace = x.clone()
     assert patterns.modulate_into(inplace, columns, ids, inplace) is inplace and torch.equal(inplace, expected)
 
+    # channels-last: whole rows per pixel, the same numbers
+    cl = x.contiguous(memory_format=torch.channels_last)
+    got = patterns.modulate_rows_into(cl, table, ids, torch.empty_like(cl))
+    assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got, expected)
+    scale = table[:, :5].contiguous()
+    assert torch.equal(patterns.modulate_rows_into(cl, scale, ids, torch.empty_like(cl), shift=False), x * rows[:, :5])
+    buffer = torch.full((3,), float("nan"))  # too small: replaced, never read
+    inplace = cl.clone()
+    assert patterns.modulate_rows_into(inplace, table, ids, inplace, buffer=buffer) is inplace
+    assert torch.equal(inplace, expected)
+
 
 def test_bag_sum_backward_is_embedding_bags_through_the_shared_incidence():
     """The sparse backward of the summed look-ups equals embedding_bag's, passes gradcheck, warns

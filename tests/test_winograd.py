@@ -25,13 +25,14 @@ def _case(n: int, cin: int, cout: int, h: int, w: int, seed: int = 0):
     [(1, 64, 32, 16, 16), (2, 24, 40, 7, 9), (3, 8, 8, 1, 1), (1, 5, 3, 2, 5), (2, 256, 128, 12, 8)],
 )
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_matches_conv2d_as_closely_as_a_direct_conv(n, cin, cout, h, w, with_bias):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_matches_conv2d_as_closely_as_a_direct_conv(n, cin, cout, h, w, with_bias, memory_format):
     x, weight, bias = _case(n, cin, cout, h, w)
     bias = bias if with_bias else None
     exact = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), padding=1)
     direct = F.conv2d(x, weight, bias, padding=1)
-    got = winograd_conv3x3(x, winograd_weight(weight), bias)
-    assert got.shape == direct.shape and got.is_contiguous()
+    got = winograd_conv3x3(x.contiguous(memory_format=memory_format), winograd_weight(weight), bias)
+    assert got.shape == direct.shape and got.is_contiguous(memory_format=memory_format)
     direct_error = (direct.double() - exact).abs().max().item()
     winograd_error = (got.double() - exact).abs().max().item()
     assert winograd_error <= 4 * direct_error + 1e-6, (winograd_error, direct_error)
@@ -40,8 +41,10 @@ def test_matches_conv2d_as_closely_as_a_direct_conv(n, cin, cout, h, w, with_bia
 
 def test_float64_is_exact_to_float64_rounding():
     x, weight, bias = (t.double() for t in _case(2, 16, 8, 10, 6))
-    got = winograd_conv3x3(x, winograd_weight(weight), bias)
-    torch.testing.assert_close(got, F.conv2d(x, weight, bias, padding=1), atol=1e-12, rtol=0)
+    expected = F.conv2d(x, weight, bias, padding=1)
+    torch.testing.assert_close(winograd_conv3x3(x, winograd_weight(weight), bias), expected, atol=1e-12, rtol=0)
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(winograd_conv3x3(channels_last, winograd_weight(weight), bias), expected, atol=1e-12, rtol=0)
 
 
 def test_weight_transform_round_trips_and_rejects_other_kernels():

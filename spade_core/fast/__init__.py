@@ -10,8 +10,10 @@ inference-only extras that do not change what is computed (only float rounding, 
   weights, and gamma/beta become one merged layer (``generator``).
 * Wide 3x3 convs on small maps (SPADE's 256-1024-channel convs at 8x8-64x64) run as Winograd
   F(2x2, 3x3) (``winograd``: 2.25x fewer multiplies, float32 error of the same order); maps of a
-  few hundred pixels use im2col + one matmul; 1x1 shortcuts are plain matmuls. Activations stay
-  NCHW (oneDNN's channels-last kernels round noticeably worse in float32).
+  few hundred pixels use im2col + one matmul; 1x1 shortcuts are plain matmuls.
+* On the CPU, maps from 32x32 up are channels-last: each pixel's scale and shift are one
+  contiguous row of the pattern table (a memory-speed gather), and Winograd needs no pixel
+  shuffles; oneDNN's direct NHWC convs round a little worse than NCHW ones (still ~1e-5).
 * Large per-call buffers (modulated maps, upsampled maps, shortcuts) are reused between calls,
   per thread (``workspace``).
 

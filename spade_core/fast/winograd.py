@@ -53,7 +53,10 @@ KEEP_BYTES = 64 * 2**20
 def winograd_conv3x3(
     x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None, workspace: Workspace = _WORKSPACE
 ) -> torch.Tensor:
-    """``F.conv2d(x, w, bias, padding=1)`` for x (N, in, H, W) and ``u = winograd_weight(w)``."""
+    """``F.conv2d(x, w, bias, padding=1)`` for x (N, in, H, W) and ``u = winograd_weight(w)``; the
+    output has x's memory format (NCHW, or channels-last)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return _winograd_channels_last(x, u, bias, workspace)
     n, c, height, width = x.shape
     out_c = u.shape[1]
     h2, w2 = (height + 1) // 2, (width + 1) // 2
@@ -99,3 +102,49 @@ def winograd_conv3x3(
     if out.shape[-2:] != (height, width):
         out = out[:, :, :height, :width].contiguous()
     return out
+
+
+def _winograd_channels_last(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, workspace: Workspace) -> torch.Tensor:
+    """``winograd_conv3x3`` for a channels-last x: the same transforms with channels innermost, so
+    tiles need no shuffling: the input phases are a view of the padded map, and the output's
+    2x2 interleave is the channels-last layout itself."""
+    n, c, height, width = x.shape
+    out_c = u.shape[1]
+    h2, w2 = (height + 1) // 2, (width + 1) // 2
+    # phases[n, I, py, J, px, c] = padded[n, 2I + py, 2J + px, c]
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + width % 2, 1, 1 + height % 2))
+    phases = padded.view(n, h2 + 1, 2, w2 + 1, 2, c)
+    top, bottom = phases[:, :h2], phases[:, 1:]  # tile rows 0-1 and 2-3
+
+    rows = workspace.get("rows_nhwc", (4, n, h2, w2 + 1, 2, c), x)
+    torch.sub(top[:, :, 0], bottom[:, :, 0], out=rows[0])
+    torch.add(top[:, :, 1], bottom[:, :, 0], out=rows[1])
+    torch.sub(bottom[:, :, 0], top[:, :, 1], out=rows[2])
+    torch.sub(top[:, :, 1], bottom[:, :, 1], out=rows[3])
+    # along the columns, into V (4, 4, N, h2, w2, in): one (tiles, in) matrix per position
+    v = workspace.get("v_nhwc", (4, 4, n, h2, w2, c), x)
+    left, right = rows[:, :, :, :w2], rows[:, :, :, 1:]  # tile columns 0-1 and 2-3
+    torch.sub(left[..., 0, :], right[..., 0, :], out=v[:, 0])
+    torch.add(left[..., 1, :], right[..., 0, :], out=v[:, 1])
+    torch.sub(right[..., 0, :], left[..., 1, :], out=v[:, 2])
+    torch.sub(left[..., 1, :], right[..., 1, :], out=v[:, 3])
+    tiles = n * h2 * w2
+    m = workspace.get("m_nhwc", (16, tiles, out_c), x)
+    torch.bmm(v.view(16, tiles, c), u.transpose(1, 2), out=m)
+    m = m.view(4, 4, n, h2, w2, out_c)
+    if bias is not None:
+        m[1, 1] += bias  # position (1, 1) reaches all four outputs with weight 1
+
+    half = workspace.get("half_nhwc", (2, 4, n, h2, w2, out_c), x)
+    torch.add(m[0], m[1], out=half[0]).add_(m[2])
+    torch.sub(m[1], m[2], out=half[1]).sub_(m[3])
+    y = torch.empty((n, h2, 2, w2, 2, out_c), dtype=x.dtype, device=x.device)  # (N, 2 h2, 2 w2, out)
+    for r in range(2):
+        p = half[r]
+        torch.add(p[0], p[1], out=y[:, :, r, :, 0]).add_(p[2])
+        torch.sub(p[1], p[2], out=y[:, :, r, :, 1]).sub_(p[3])
+    workspace.trim(KEEP_BYTES)
+    out = y.view(n, 2 * h2, 2 * w2, out_c)
+    if (2 * h2, 2 * w2) != (height, width):
+        out = out[:, :height, :width].contiguous()
+    return out.permute(0, 3, 1, 2)
