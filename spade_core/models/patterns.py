@@ -464,8 +464,10 @@ def _pattern_sums(d_scale: torch.Tensor, d_shift: torch.Tensor, ids: torch.Tenso
         rows[:, c:].index_add_(0, ids, d_shift.permute(0, 2, 3, 1).reshape(-1, c))
         return rows.t()
     columns = d_shift.new_zeros(2 * c, count)
-    columns[:c].index_add_(1, ids, d_scale.transpose(0, 1).reshape(c, -1))
-    columns[c:].index_add_(1, ids, d_shift.transpose(0, 1).reshape(c, -1))
+    n = d_scale.shape[0]
+    for i, sample_ids in enumerate(ids.view(n, -1)):  # per sample: (C, h*w) views, no (C, N*h*w) transposed copy
+        columns[:c].index_add_(1, sample_ids, d_scale[i].reshape(c, -1))
+        columns[c:].index_add_(1, sample_ids, d_shift[i].reshape(c, -1))
     return columns
 
 
