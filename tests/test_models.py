@@ -255,3 +255,28 @@ def test_presets_are_the_registry_entries_and_register_preset_adds_one():
         PRESETS._added.pop("tiny-test-preset")
     with pytest.raises(ValueError, match="unknown preset 'nope': choose one of .*cityscapes, coco, landscape"):
         preset_options("nope")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_generator_resampling_equals_interpolate(dtype, channels_last):
+    """The generator's x2 upsampling and its semantics downsampling give F.interpolate's values
+    and gradients bit for bit (and keep a channels-last map channels-last)."""
+    import torch.nn.functional as F
+
+    from spade_core.models.generator import downsample_nearest, upsample2x
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 9, 5, 7, generator=g).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    up, expected = upsample2x(ours), F.interpolate(theirs, scale_factor=2, mode="nearest")
+    assert torch.equal(up, expected) and up.is_contiguous(memory_format=torch.channels_last) == channels_last
+    grad = torch.randn(expected.shape, generator=g).to(dtype)
+    up.backward(grad)
+    expected.backward(grad)
+    assert torch.equal(ours.grad, theirs.grad)
+    sem = torch.randn(2, 4, 64, 96, generator=g).to(dtype)
+    assert torch.equal(downsample_nearest(sem, 32), F.interpolate(sem, size=(2, 3), mode="nearest"))
+    assert torch.equal(downsample_nearest(sem, 5), F.interpolate(sem, size=(12, 19), mode="nearest"))  # not a multiple

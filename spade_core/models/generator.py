@@ -35,6 +35,41 @@ def native_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: str)
     return sh * step, sw * step
 
 
+class _Upsample2x(torch.autograd.Function):
+    """Nearest x2 upsampling of an NCHW map, as ``F.interpolate(x, scale_factor=2)`` computes it,
+    with the forward as one expanding copy: torch's CPU kernel first copies many-channel small maps
+    into another layout (17 ms instead of 0.7 ms at 1024 x 16 x 16). The backward is torch's own."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        ctx.input_size = [n, c, h, w]
+        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = ctx.input_size
+        return torch.ops.aten.upsample_nearest2d_backward(grad, [2 * h, 2 * w], ctx.input_size, 2.0, 2.0)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="nearest")``, the same numbers, faster for NCHW maps on the CPU."""
+    if x.device.type != "cpu" or not x.is_contiguous() or x.dim() != 4:
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+    return _Upsample2x.apply(x)
+
+
+def downsample_nearest(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``F.interpolate(x, size=(H // factor, W // factor), mode="nearest")`` for H, W multiples of
+    ``factor``: legacy nearest then picks every ``factor``-th pixel, a strided view (torch's kernel
+    copies the whole map first: 14 ms for ADE20K's 151 x 256 x 256 semantics)."""
+    height, width = x.shape[2:]
+    if height % factor or width % factor:
+        return F.interpolate(x, size=(height // factor, width // factor), mode="nearest")
+    return x[:, :, ::factor, ::factor]
+
+
 @dataclass(frozen=True)
 class BlockStep:
     """One step of the generator's block schedule: the map doubles (nearest) before ``block`` if ``upsample``."""
@@ -217,10 +252,10 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
             x = self.style_map(z, (semantics.shape[2] // up, semantics.shape[3] // up))
         else:
             up = self.size_multiple
-            x = self.fc(F.interpolate(semantics, size=(semantics.shape[2] // up, semantics.shape[3] // up), mode="nearest"))
+            x = self.fc(downsample_nearest(semantics, up))
         for step in self.schedule():
             if step.upsample:
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
+                x = upsample2x(x)
             x = self._block(step.block, x, layout)
         x = self.conv_img(F.leaky_relu(x, 0.2))
         return torch.tanh(x)
