@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -280,3 +281,42 @@ def test_generator_resampling_equals_interpolate(dtype, channels_last):
     sem = torch.randn(2, 4, 64, 96, generator=g).to(dtype)
     assert torch.equal(downsample_nearest(sem, 32), F.interpolate(sem, size=(2, 3), mode="nearest"))
     assert torch.equal(downsample_nearest(sem, 5), F.interpolate(sem, size=(12, 19), mode="nearest"))  # not a multiple
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_discriminator_image_gradient_path_equals_the_full_input(frozen):
+    """D(x, images) gives D(x)'s outputs, and the gradients the full input's image channels get (and
+    the weights' when they train), without computing or saving the semantic channels' gradient."""
+    from spade_core.models import MultiscaleDiscriminator
+
+    torch.manual_seed(0)
+    d = MultiscaleDiscriminator(label_nc=12, contain_dontcare_label=False, use_instance=False, ndf=8, n_layers_D=3).requires_grad_(not frozen)
+    g = torch.Generator().manual_seed(1)
+    sem = torch.nn.functional.one_hot(torch.randint(0, 12, (2, 32, 32), generator=g), 12).permute(0, 3, 1, 2).float()
+    images = torch.randn(2, 3, 32, 32, generator=g, requires_grad=True)
+    x = torch.cat([sem, images.detach()], 1)
+    weights = torch.linspace(-1, 1, 7)
+
+    def loss(preds):
+        return sum(w * t.square().mean() for w, t in zip(weights, (t for scale in preds for t in scale)))
+
+    full_input = x.clone().requires_grad_()
+    reference = copy.deepcopy(d)  # train mode: each forward's power iteration updates u, v
+    expected = reference(full_input)
+    loss(expected).backward()
+    expected_weight_grads = [p.grad for p in reference.parameters()]
+    saved: list[torch.Size] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        got = d(x, images)
+    for scale_got, scale_expected in zip(got, expected):
+        for a, b in zip(scale_got, scale_expected):
+            assert torch.equal(a, b)
+    loss(got).backward()
+    torch.testing.assert_close(images.grad, full_input.grad[:, 12:], rtol=1e-5, atol=1e-7)
+    for p, want in zip(d.parameters(), expected_weight_grads):
+        assert (p.grad is None) == (want is None)
+        if want is not None:
+            torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-7)
+    assert (x.shape in saved) == (not frozen)  # a frozen first conv keeps no copy of its input
+    with pytest.raises(ValueError, match="images must be"):
+        d(x, images[:, :2])

@@ -12,6 +12,55 @@ from .layers import init_weights, normalized_conv, run_layers
 from .validation import validate_network_config
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
+class _ImageGradConv(torch.autograd.Function):
+    """``conv2d(x, weight, bias)`` for an x whose last channels hold ``images``: the input gradient
+    goes to ``images`` only, through the image channels' slice of the weight. The semantic channels
+    (150+ for ADE20K against 3 image ones) are constants in training, so the full input gradient,
+    its pooling backward and its copies are never computed; x itself is saved only when the
+    weight needs a gradient. Under autocast, x, the weight and the bias are cast as for a conv."""
+
+    @staticmethod
+    def forward(ctx, x, images, weight, bias, stride, padding, dtype):
+        if dtype is not None:
+            x, bias = x.to(dtype), None if bias is None else bias.to(dtype)
+        ctx.conv, ctx.dtype = (list(stride), list(padding)), dtype
+        ctx.images_shape, ctx.bias_sizes = images.shape, None if bias is None else list(bias.shape)
+        ctx.save_for_backward(x if ctx.needs_input_grad[2] else None, weight)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(x, weight if dtype is None else weight.to(dtype), bias, stride, padding)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.conv
+        cast = weight if ctx.dtype is None else weight.to(ctx.dtype)
+        grad_images = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            channels = ctx.images_shape[1]
+            shape_only = grad.new_zeros(()).expand(ctx.images_shape)  # only its shape matters
+            grad_images = torch.ops.aten.convolution_backward(
+                grad, shape_only, cast[:, -channels:].contiguous(), None, stride, padding, [1, 1], False, [0, 0], 1,
+                [True, False, False],
+            )[0]
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad, x, cast, ctx.bias_sizes, stride, padding, [1, 1], False, [0, 0], 1,
+                [False, ctx.needs_input_grad[2], ctx.needs_input_grad[3]],
+            )
+            grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
+        return None, grad_images, grad_weight, grad_bias, None, None, None
+
+
+def _plain_conv(module: nn.Module) -> bool:
+    return type(module) is nn.Conv2d and module.padding_mode == "zeros" and not isinstance(module.padding, str) \
+        and not (module._forward_hooks or module._forward_pre_hooks) and module.dilation == (1, 1) and module.groups == 1
+
+
 class NLayerDiscriminator(nn.Module):
     """PatchGAN: 4x4 convs, stride 2 except the last two; every layer's output is returned."""
 
@@ -35,12 +84,27 @@ class NLayerDiscriminator(nn.Module):
         for i, layer in enumerate(layers):
             self.add_module(f"model{i}", layer)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, images: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Every layer's output for input ``x``; ``images``: see ``MultiscaleDiscriminator.forward``."""
         features = []
-        for layer in self.children():
-            x = run_layers(layer, x)  # spectral convs without a saved normalized weight
+        for i, layer in enumerate(self.children()):
+            if i == 0 and images is not None:
+                x = self._first_layer(layer, x, images)
+            else:
+                x = run_layers(layer, x)  # spectral convs without a saved normalized weight
             features.append(x)
         return features
+
+    @staticmethod
+    def _first_layer(layer: nn.Sequential, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        conv, *rest = list(layer)
+        if _plain_conv(conv):
+            x = _ImageGradConv.apply(x, images, conv.weight, conv.bias, conv.stride, conv.padding, _autocast_dtype(x.device.type))
+        else:  # a conv this path does not cover: x with the images' gradient, as one tensor
+            x = conv(torch.cat([x[:, : x.shape[1] - images.shape[1]], images.to(x.dtype)], 1))
+        for module in rest:
+            x = module(x)
+        return x
 
 
 class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
@@ -84,17 +148,29 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
         cfg = self.config
         return cfg.label_nc + int(cfg.contain_dontcare_label) + int(cfg.use_instance) + cfg.output_nc
 
-    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
-        """x (N, semantic_nc + 3, H, W) -> [[layer outputs] per scale]."""
+    def forward(self, x: torch.Tensor, images: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+        """x (N, semantic_nc + 3, H, W) -> [[layer outputs] per scale].
+
+        ``images``: optionally x's image channels (its last ``output_nc``) as their own tensor, for
+        training: input gradients then reach ``images`` only (x must need none), and nobody computes
+        the semantic channels' input gradient, which the losses never use. Same outputs.
+        """
         if x.dim() != 4 or x.shape[1] != self.input_nc:
             raise ValueError(
                 f"the discriminator expects cat([semantics, image], 1) with {self.input_nc} channels, got shape {tuple(x.shape)}"
             )
+        if images is not None and (x.requires_grad or images.shape != (x.shape[0], self.config.output_nc, *x.shape[2:])):
+            raise ValueError(
+                f"images must be x's last {self.config.output_nc} channels as a tensor of shape "
+                f"{(x.shape[0], self.config.output_nc, *x.shape[2:])} (got {tuple(images.shape)}), and x must not need a gradient"
+            )
         results = []
         for i in range(self.config.num_D):
-            results.append(getattr(self, f"discriminator_{i}")(x))
+            results.append(getattr(self, f"discriminator_{i}")(x, images))
             if i + 1 < self.config.num_D:
                 x = F.avg_pool2d(x, kernel_size=3, stride=2, padding=1, count_include_pad=False)
+                if images is not None:
+                    images = F.avg_pool2d(images, kernel_size=3, stride=2, padding=1, count_include_pad=False)
         return results
 
     @classmethod

@@ -54,8 +54,17 @@ def discriminate(
     discriminator: nn.Module, semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor
 ) -> tuple[Features, Features]:
     """One discriminator call on [cat(sem, fake); cat(sem, real)] (the reference batches them so that
-    batch statistics see both), returned as float32 (fake features, real features)."""
-    preds = [[t.float() for t in scale] for scale in discriminator(discriminator_input(semantics, fake, real))]
+    batch statistics see both), returned as float32 (fake features, real features).
+
+    When the images need a gradient (a generator step), they also go in as their own tensor, so
+    that input gradients are computed for the image channels only (``MultiscaleDiscriminator``).
+    """
+    if fake.requires_grad or real.requires_grad:
+        x = discriminator_input(semantics.detach(), fake.detach(), real.detach())
+        preds = discriminator(x, torch.cat([fake, real]))
+    else:
+        preds = discriminator(discriminator_input(semantics, fake, real))
+    preds = [[t.float() for t in scale] for scale in preds]
     return split_predictions(preds)
 
 
