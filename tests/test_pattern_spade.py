@@ -368,3 +368,27 @@ def test_bag_sum_backward_is_embedding_bags_through_the_shared_incidence():
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     first = plan.incidence(plan.key_index, rows)
     assert all(a is b for a, b in zip(first, plan.incidence(plan.key_index, rows)))
+
+
+def test_reusing_layouts_builds_each_plan_once_and_changes_nothing(monkeypatch):
+    """Inside ``reusing_layouts`` a generator step and a discriminator step on the same semantics
+    build each resolution's plan once, and give exactly the numbers of separate layouts."""
+    from spade_core.models import patterns
+
+    g, d = _nets()
+    sem = _real(g)
+    image = torch.rand(2, 3, *SIZE) * 2 - 1
+    separate = _steps(copy.deepcopy(g), copy.deepcopy(d), sem, image, pattern=True)
+    built: list[tuple] = []
+    original = patterns.make_plan
+    monkeypatch.setattr(patterns, "make_plan", lambda keys, size, *a, **k: built.append(tuple(size)) or original(keys, size, *a, **k))
+    shared_g = copy.deepcopy(g)
+    with shared_g.reusing_layouts():
+        shared = _steps(shared_g, copy.deepcopy(d), sem, image, pattern=True)
+    assert built and len(built) == len(set(built))  # every size once over both steps
+    assert shared.keys() == separate.keys() and all(torch.equal(shared[k], separate[k]) for k in shared)
+    built.clear()
+    with torch.no_grad():
+        g(sem)
+        g(sem)
+    assert len(built) == 2 * len(set(built))  # outside the context: one layout per forward

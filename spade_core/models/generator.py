@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -156,6 +157,7 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
         self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
         self.gradient_checkpointing = False
         self.pattern_spade = True
+        self._reused_layouts: list[LabelLayout] | None = None
         init_weights(self, init_type, init_gain)
 
     @property
@@ -210,10 +212,30 @@ class SPADEGenerator(ModelMixin, ConfigMixin):
         return steps + [BlockStep(name, getattr(self, name), True) for name in names]
 
     def label_layout(self, semantics: torch.Tensor) -> LabelLayout:
-        """The ``LabelLayout`` the blocks receive (per-pattern SPADE unless ``pattern_spade`` is off)."""
+        """The ``LabelLayout`` the blocks receive (per-pattern SPADE unless ``pattern_spade`` is off);
+        inside ``reusing_layouts`` the same one for the same semantics tensor."""
+        if self._reused_layouts is not None:
+            for layout in self._reused_layouts:
+                if layout.semantics is semantics and layout.patterns == self.pattern_spade:
+                    return layout
         cfg = self.config
         n_classes = cfg.label_nc + int(cfg.contain_dontcare_label)
-        return LabelLayout(semantics, n_classes, bool(cfg.use_instance), patterns=self.pattern_spade)
+        layout = LabelLayout(semantics, n_classes, bool(cfg.use_instance), patterns=self.pattern_spade)
+        if self._reused_layouts is not None:
+            self._reused_layouts.append(layout)
+        return layout
+
+    @contextmanager
+    def reusing_layouts(self) -> Iterator[None]:
+        """Forwards inside build the label layout (its per-resolution pattern plans) once per
+        semantics tensor: a training step's generator and discriminator steps share it. The
+        semantics must not change in place meanwhile (the layout holds the tensor, so identity is safe)."""
+        outer = self._reused_layouts
+        self._reused_layouts = [] if outer is None else outer
+        try:
+            yield
+        finally:
+            self._reused_layouts = outer
 
     def check_inputs(self, semantics: torch.Tensor, z: torch.Tensor | None = None) -> None:
         """Raise a ValueError naming the fix if ``semantics`` / ``z`` do not fit this model."""

@@ -211,7 +211,7 @@ class LabelLayout:
     def __init__(
         self, semantics: torch.Tensor, n_classes: int, use_edge: bool, patterns: bool = True, lookups: bool = True
     ) -> None:
-        self.semantics, self.lookups = semantics, lookups
+        self.semantics, self.lookups, self.patterns = semantics, lookups, patterns
         self.n_classes, self.use_edge = n_classes, use_edge
         self.n_keys = n_classes * (2 if use_edge else 1) + 1
         self.keys = label_keys(semantics, n_classes, use_edge) if patterns else None

@@ -235,9 +235,10 @@ class Trainer:
         """Generator step (every ``D_steps_per_G`` steps), discriminator step, EMA update."""
         semantics, image = self.prepare(batch)
         losses: dict[str, torch.Tensor] = {}
-        if self.step % self.config.D_steps_per_G == 0:
-            losses.update(self.generator_step(semantics, image))
-        losses.update(self.discriminator_step(semantics, image))
+        with self.generator.reusing_layouts():  # both steps' generator forwards share the pattern plans
+            if self.step % self.config.D_steps_per_G == 0:
+                losses.update(self.generator_step(semantics, image))
+            losses.update(self.discriminator_step(semantics, image))
         if self.ema is not None:
             self.ema.update(self.generator, self.step)
         return losses
