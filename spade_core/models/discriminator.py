@@ -28,7 +28,8 @@ class _ImageGradConv(torch.autograd.Function):
         if dtype is not None:
             x, bias = x.to(dtype), None if bias is None else bias.to(dtype)
         ctx.conv, ctx.dtype = (list(stride), list(padding)), dtype
-        ctx.images_shape, ctx.bias_sizes = images.shape, None if bias is None else list(bias.shape)
+        ctx.images_shape, ctx.images_dtype = images.shape, images.dtype
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
         ctx.save_for_backward(x if ctx.needs_input_grad[2] else None, weight)
         with torch.autocast(x.device.type, enabled=False):
             return F.conv2d(x, weight if dtype is None else weight.to(dtype), bias, stride, padding)
@@ -46,7 +47,7 @@ class _ImageGradConv(torch.autograd.Function):
             grad_images = torch.ops.aten.convolution_backward(
                 grad, shape_only, cast[:, -channels:].contiguous(), None, stride, padding, [1, 1], False, [0, 0], 1,
                 [True, False, False],
-            )[0]
+            )[0].to(ctx.images_dtype)
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
             _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
                 grad, x, cast, ctx.bias_sizes, stride, padding, [1, 1], False, [0, 0], 1,
@@ -98,10 +99,10 @@ class NLayerDiscriminator(nn.Module):
     @staticmethod
     def _first_layer(layer: nn.Sequential, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         conv, *rest = list(layer)
-        if _plain_conv(conv):
-            x = _ImageGradConv.apply(x, images, conv.weight, conv.bias, conv.stride, conv.padding, _autocast_dtype(x.device.type))
-        else:  # a conv this path does not cover: x with the images' gradient, as one tensor
-            x = conv(torch.cat([x[:, : x.shape[1] - images.shape[1]], images.to(x.dtype)], 1))
+        if not _plain_conv(conv):  # a conv this path does not cover: x with the images' gradient, as one tensor
+            return run_layers(layer, torch.cat([x[:, : x.shape[1] - images.shape[1]], images.to(x.dtype)], 1))
+        dtype = _autocast_dtype(x.device.type) if x.dtype != torch.float64 else None
+        x = _ImageGradConv.apply(x, images, conv.weight, conv.bias, conv.stride, conv.padding, dtype)
         for module in rest:
             x = module(x)
         return x
