@@ -13,7 +13,7 @@ inference-only extras that do not change what is computed (only float rounding, 
   few hundred pixels use im2col + one matmul; 1x1 shortcuts are plain matmuls.
 * On the CPU, maps from 32x32 up are channels-last: each pixel's scale and shift are one
   contiguous row of the pattern table (a memory-speed gather), and Winograd needs no pixel
-  shuffles; oneDNN's direct NHWC convs round a little worse than NCHW ones (still ~1e-5).
+  shuffles; oneDNN's direct NHWC convs round a little worse per conv, which the output does not show.
 * Large per-call buffers (modulated maps, upsampled maps, shortcuts) are reused between calls,
   per thread (``workspace``).
 
