@@ -203,9 +203,13 @@ def _fused_inputs(channels_last: bool):
     return x.requires_grad_(), table.requires_grad_(), ids
 
 
+@pytest.mark.parametrize("chunk", [20, 2**18])  # one channel per block (NCHW), or all at once
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("mode", ["batch", "running", "instance"])
-def test_fused_norm_modulate_gradcheck(mode, channels_last):
+def test_fused_norm_modulate_gradcheck(monkeypatch, mode, channels_last, chunk):
+    from spade_core.models import patterns
+
+    monkeypatch.setattr(patterns, "GATHER_CHUNK", chunk)
     x, table, ids = _fused_inputs(channels_last)
     running = (torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5)
     stats = running if mode == "running" else (None, None)
@@ -228,9 +232,13 @@ def test_fused_norm_modulate_gradcheck(mode, channels_last):
         torch.testing.assert_close(have, exp)
 
 
+@pytest.mark.parametrize("chunk", [20, 2**18])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("kind", [torch.nn.BatchNorm2d, ReferenceSyncBatchNorm2d])
-def test_fused_norm_updates_running_buffers_like_batch_norm(kind, momentum):
+def test_fused_norm_updates_running_buffers_like_batch_norm(monkeypatch, kind, momentum, chunk):
+    from spade_core.models import patterns
+
+    monkeypatch.setattr(patterns, "GATHER_CHUNK", chunk)
     torch.manual_seed(4)
     fused_module, plain = kind(3, affine=False, momentum=momentum), kind(3, affine=False, momentum=momentum)
     table = torch.randn(4, 6)

@@ -503,10 +503,23 @@ def modulate(normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -
     return _Modulate.apply(normalized, table, ids)
 
 
+def _channel_blocks(x: torch.Tensor) -> list[slice]:
+    """Channel ranges of an (N, C, h, w) map holding about ``GATHER_CHUNK`` elements each (all
+    channels at once off the CPU): the unit in which the fused norm + modulation works in cache."""
+    n, c = x.shape[:2]
+    rows = max(1, min(c, GATHER_CHUNK // max(x[:, :1].numel(), 1))) if x.device.type == "cpu" else c
+    return [slice(start, min(c, start + rows)) for start in range(0, c, rows)]
+
+
 class _NormModulate(torch.autograd.Function):
     """Parameter-free norm then ``modulate``, fused: saves ``x`` (which the op before already
     holds), the per-channel statistics and the small table instead of the normalized map, and
     recomputes ``(x - mean) * invstd`` in the backward.
+
+    Statistics, scale and shift are per channel, so for NCHW maps the backward runs one block of
+    channels at a time (``_channel_blocks``), each step of a block while it is still in cache
+    (15-20% faster than whole-map passes at 128-256 channels, 128x128-256x256; the forward's
+    blocked version measured slower than ``native_batch_norm`` + ``modulate_into``).
 
     ``mode``: "batch" (batch statistics over N, H, W; ``running_mean`` / ``running_var``, when
     given, are updated in place with ``momentum`` and the unbiased variance, as ``F.batch_norm``
@@ -543,32 +556,43 @@ class _NormModulate(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, table, ids, mean, invstd = ctx.saved_tensors
-        c = x.shape[1]
+        c, patterns = x.shape[1], table.shape[0]
         dtype = torch.promote_types(torch.promote_types(x.dtype, table.dtype), invstd.dtype)
         grad = grad.to(dtype)
-        normalized = x - mean
-        normalized.mul_(invstd)
-        sums = None  # (2C, P): per-pattern sums of grad * normalized (scale) and of grad (shift)
-        if ctx.needs_input_grad[1] or (ctx.needs_input_grad[0] and ctx.mode == "batch"):
-            sums = _pattern_sums(grad * normalized, grad, ids, table.shape[0])
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            scale = table[:, :c].to(dtype)
-            g = _scaled(grad, scale, ids)  # gradient of the normalized map
+        need_x, need_table = ctx.needs_input_grad[:2]
+        # channels-last maps: one block (their channels are not contiguous)
+        blocks = _channel_blocks(x) if x.is_contiguous() else [slice(0, c)]
+        # (2C, P): per-pattern sums of grad * normalized (scale rows) and of grad (shift rows)
+        sums = grad.new_zeros(2 * c, patterns) if need_table or (need_x and ctx.mode == "batch") else None
+        grad_x = torch.empty_like(x) if need_x and len(blocks) > 1 else None
+        for block in blocks:
+            rows = block.stop - block.start
+            normalized = x[:, block] - mean[:, block]
+            normalized.mul_(invstd[:, block])
+            grad_block = grad[:, block].contiguous() if len(blocks) > 1 else grad
+            if sums is not None:
+                block_sums = _pattern_sums(grad_block * normalized, grad_block, ids, patterns)
+                sums[block], sums[c + block.start : c + block.stop] = block_sums[:rows], block_sums[rows:]
+            if not need_x:
+                continue
+            scale = table[:, block].to(dtype)
+            g = _scaled(grad_block, scale, ids)  # gradient of the normalized map
             if ctx.mode == "batch":
                 # per-channel sums of g and g * normalized from the per-pattern sums: no full-map pass
-                count = g.numel() // c
-                mean_g = (scale.t() * sums[c:]).sum(1).div_(count).view(1, c, 1, 1)
-                mean_gn = (scale.t() * sums[:c]).sum(1).div_(count).view(1, c, 1, 1)
+                count = g.numel() // rows
+                mean_g = (scale.t() * sums[c + block.start : c + block.stop]).sum(1).div_(count).view(1, rows, 1, 1)
+                mean_gn = (scale.t() * sums[block]).sum(1).div_(count).view(1, rows, 1, 1)
             elif ctx.mode == "instance":
                 mean_g = g.mean((2, 3), keepdim=True)
                 mean_gn = (g * normalized).mean((2, 3), keepdim=True)
             if ctx.mode != "running":
                 g.sub_(normalized.mul_(mean_gn).add_(mean_g))
-            grad_x = g.mul_(invstd).to(x.dtype)
-        grad_table = None
-        if ctx.needs_input_grad[1]:
-            grad_table = sums.t().to(table.dtype)
+            g.mul_(invstd[:, block])
+            if grad_x is None:
+                grad_x = g.to(x.dtype)
+            else:
+                grad_x[:, block] = g
+        grad_table = sums.t().to(table.dtype) if need_table else None
         return grad_x, grad_table, None, None, None, None, None, None
 
 
