@@ -2,18 +2,23 @@
 
 One owner for the facts every surface asks: which device ``"auto"`` / ``"cuda:1"`` means here,
 which dtype ``"bf16"`` means, whether offline mode is on (read at call time, since
-huggingface_hub reads its flag once at import), and how CPU math treats denormal floats.
+huggingface_hub reads its flag once at import), how CPU math treats denormal floats, and how
+the C allocator treats large CPU tensors in a training process.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
-__all__ = ["DTYPES", "denormals_flushed", "flushing_denormals", "offline", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "DTYPES", "denormals_flushed", "flushing_denormals", "keep_freed_heap", "offline", "resolve_device", "resolve_dtype",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 DTYPES: dict[str, torch.dtype] = {
@@ -90,3 +95,28 @@ def denormals_flushed(device: torch.device) -> Iterator[None]:
     finally:
         if supported and not was_flushing:
             torch.set_flush_denormal(False)
+
+
+# glibc serves allocations from 32 MiB up with fresh mmaps and unmaps them when freed, so every such
+# tensor costs a page fault and the kernel's zeroing per 4 KiB when first written: an elementwise op
+# on a 128 x 256 x 256 float32 map took 7.7 ms instead of 2.3 ms (64 MiB: 16.5 ms instead of 4.5 ms).
+HEAP_ALLOCATION_LIMIT = 2**30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_ALLOCATOR_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+
+
+def keep_freed_heap() -> bool:
+    """Let glibc serve CPU allocations up to ``HEAP_ALLOCATION_LIMIT`` from its heap and keep freed
+    memory for reuse (``mallopt`` M_MMAP_THRESHOLD / M_TRIM_THRESHOLD), as a CPU training process
+    wants: its large activations are freed and reallocated every step (ADE20K 256 steps ~10% faster).
+    The process then holds its peak memory instead of returning it between steps. Process-wide, so
+    only the trainer calls it; nothing changes where the user set the allocator's environment
+    variables or the C library is not glibc. Returns whether the settings were applied."""
+    if not sys.platform.startswith("linux") or any(name in os.environ for name in _ALLOCATOR_SETTINGS):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_ALLOCATION_LIMIT)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

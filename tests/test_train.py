@@ -374,3 +374,22 @@ def test_discriminator_input_is_the_nested_cats(channels_last):
     assert got.is_contiguous(memory_format=fmt) == expected.is_contiguous(memory_format=fmt)
     weights = torch.randn(expected.shape, generator=g)
     assert torch.equal(*[torch.autograd.grad((t * weights).sum(), fake)[0] for t in (got, expected)])
+
+
+def test_cpu_trainer_keeps_freed_heap_for_its_large_activations(tmp_path, monkeypatch):
+    """A CPU trainer asks glibc to keep large tensors on its heap (no page faults per step); the
+    setting applies on Linux unless the user configured the allocator through its environment."""
+    from spade_core.train import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "keep_freed_heap", lambda: calls.append(True) or True)
+    Trainer(tiny_config(tmp_path / "run", ngf=4, ndf=8, max_steps=1))
+    assert calls == [True]
+    probe = "from spade_core.devices import keep_freed_heap; print(keep_freed_heap())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    applied = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert applied.stdout.strip() == str(sys.platform.startswith("linux"))
+    user_set = subprocess.run(
+        [sys.executable, "-c", probe], env={**env, "MALLOC_TRIM_THRESHOLD_": "131072"}, capture_output=True, text=True, check=True
+    )
+    assert user_set.stdout.strip() == "False"

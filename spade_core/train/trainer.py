@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..devices import keep_freed_heap
 from ..losses import VGGLoss
 from ..segmap import one_hot_semantics
 from . import checkpoint as ckpt
@@ -107,6 +108,7 @@ class Trainer:
         self.generator.pattern_spade = config.pattern_spade
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormals slow CPU steps up to 20x; the parity tests pass flushed
+            keep_freed_heap()  # large activations are reallocated every step: no page faults for them
         self.ema = EMA(self.generator, config.ema_decay) if config.ema_decay is not None else None
         self.generator_ddp = wrap_ddp(self.generator, self.ctx)
         self.discriminator_ddp = wrap_ddp(self.discriminator, self.ctx)
