@@ -108,7 +108,7 @@ _ALLOCATOR_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALL
 def keep_freed_heap() -> bool:
     """Let glibc serve CPU allocations up to ``HEAP_ALLOCATION_LIMIT`` from its heap and keep freed
     memory for reuse (``mallopt`` M_MMAP_THRESHOLD / M_TRIM_THRESHOLD), as a CPU training process
-    wants: its large activations are freed and reallocated every step (ADE20K 256 steps ~10% faster).
+    wants: its large activations are freed and reallocated every step (ADE20K 256 steps 5-10% faster).
     The process then holds its peak memory instead of returning it between steps. Process-wide, so
     only the trainer calls it; nothing changes where the user set the allocator's environment
     variables or the C library is not glibc. Returns whether the settings were applied."""
