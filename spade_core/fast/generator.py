@@ -242,8 +242,9 @@ class _FastSPADE(nn.Module):
         return out[:, :c], out[:, c:]
 
     def forward(self, x: torch.Tensor, call: _Call, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Modulated (N, C, h, w) ``x * scale + shift``: into ``out`` (which may be ``x`` itself)
-        for pattern plans, over the freshly computed shift for dense ones."""
+        """Modulated (N, C, h, w) ``x * scale + shift`` in x's memory format: into ``out`` (which may
+        be ``x`` itself; ignored when its format differs), except for NCHW dense plans, which write
+        over their freshly computed shift."""
         if self.norm == "instance":
             x = F.instance_norm(x, eps=self.eps)
         elif self.norm == "batch":
