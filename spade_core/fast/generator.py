@@ -15,6 +15,7 @@ from ..models.patterns import (
     GATHER_CHUNK,
     LabelLayout,
     PatternPlan,
+    is_channels_last,
     modulate_into,
     modulate_rows_into,
     one_hot_table,
@@ -50,10 +51,6 @@ WINOGRAD_MAX_TILES = 64 * 64
 CHANNELS_LAST_MIN_PIXELS = 32 * 32
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
 class _Call:
     """Per-forward state: the label layout (plans per resolution), the thread's workspace and
     one-hot maps of dense resolutions (for models whose mlp_shared runs as a conv)."""
@@ -69,7 +66,7 @@ class _Call:
         """A reused (N, C, h, w) buffer shaped like ``like`` (``channels`` C if given), in its memory format."""
         n, c, h, w = like.shape
         c = c if channels is None else channels
-        if _channels_last(like):
+        if is_channels_last(like):
             return self.workspace.get(name, (n, h, w, c), like).permute(0, 3, 1, 2)
         return self.workspace.get(name, (n, c, h, w), like)
 
@@ -92,7 +89,7 @@ def _upsample2(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Nearest x2 upsampling into ``out`` (equal to ``F.interpolate(x, scale_factor=2)``), both NCHW
     or both channels-last: each column twice into the even rows, then the even rows into the odd ones."""
     n, c, h, w = x.shape
-    if _channels_last(out):
+    if is_channels_last(out):
         rows = out.permute(0, 2, 3, 1).view(n, h, 2, w, 2, c)
         rows[:, :, 0].copy_(x.permute(0, 2, 3, 1)[:, :, :, None].expand(n, h, w, 2, c))
         rows[:, :, 1].copy_(rows[:, :, 0])
@@ -249,8 +246,8 @@ class _FastSPADE(nn.Module):
             x = F.instance_norm(x, eps=self.eps)
         elif self.norm == "batch":
             x = F.batch_norm(x, None, None, training=True, eps=self.eps)
-        channels_last = _channels_last(x)
-        if channels_last and out is not None and not _channels_last(out):
+        channels_last = is_channels_last(x)
+        if channels_last and out is not None and not is_channels_last(out):
             out = None
         plan = call.plan(x.shape[2:], self.kernel_size)
         if not plan.sparse:
@@ -292,7 +289,7 @@ class _FastBlock(nn.Module):
         n, c, h, w = x.shape
         modulated = self.norm_s(x, call, call.buffer("modulated", x))
         out = call.buffer("shortcut", x, self.shortcut_weight.shape[0])
-        if _channels_last(modulated) and _channels_last(out):
+        if is_channels_last(modulated) and is_channels_last(out):
             pixels = modulated.permute(0, 2, 3, 1).reshape(-1, c)
             torch.mm(pixels, self.shortcut_weight.t(), out=out.permute(0, 2, 3, 1).view(pixels.shape[0], -1))
             return out
@@ -352,7 +349,7 @@ class FastSPADEGenerator(nn.Module):
         return weights + self._workspace.nbytes() + workspace_bytes()
 
     @staticmethod
-    def _channels_last(x: torch.Tensor, size: tuple[int, int]) -> bool:
+    def _runs_channels_last(x: torch.Tensor, size: tuple[int, int]) -> bool:
         """Whether a block on maps of ``size`` runs channels-last (see CHANNELS_LAST_MIN_PIXELS)."""
         return x.device.type == "cpu" and size[0] * size[1] >= CHANNELS_LAST_MIN_PIXELS
 
@@ -384,11 +381,11 @@ class FastSPADEGenerator(nn.Module):
 
         for name, block in self.blocks.items():
             size = (x.shape[2] * 2, x.shape[3] * 2) if self.upsample_before[name] else tuple(x.shape[2:])
-            if self._channels_last(x, size) and not _channels_last(x):
+            if self._runs_channels_last(x, size) and not is_channels_last(x):
                 x = x.contiguous(memory_format=torch.channels_last)  # before upsampling: a quarter of the copy
             if self.upsample_before[name]:
                 n, c = x.shape[:2]
-                if _channels_last(x):
+                if is_channels_last(x):
                     upsampled = self._workspace.get("upsampled", (n, *size, c), x).permute(0, 3, 1, 2)
                 else:
                     upsampled = self._workspace.get("upsampled", (n, c, *size), x)

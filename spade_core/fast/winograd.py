@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..models.patterns import is_channels_last
 from .workspace import Workspace
 
 # G maps a 3-tap filter to the 4 positions; L is a left inverse (L @ G = I), exact in float.
@@ -55,7 +56,7 @@ def winograd_conv3x3(
 ) -> torch.Tensor:
     """``F.conv2d(x, w, bias, padding=1)`` for x (N, in, H, W) and ``u = winograd_weight(w)``; the
     output has x's memory format (NCHW, or channels-last)."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         return _winograd_channels_last(x, u, bias, workspace)
     n, c, height, width = x.shape
     out_c = u.shape[1]

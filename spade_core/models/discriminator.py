@@ -8,12 +8,14 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .layers import init_weights, normalized_conv, run_layers
+from .layers import (
+    autocast_dtype,
+    init_weights,
+    normalized_conv,
+    run_layers,
+    zero_padded_conv2d,
+)
 from .validation import validate_network_config
-
-
-def _autocast_dtype(device_type: str) -> torch.dtype | None:
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
 class _ImageGradConv(torch.autograd.Function):
@@ -58,8 +60,8 @@ class _ImageGradConv(torch.autograd.Function):
 
 
 def _plain_conv(module: nn.Module) -> bool:
-    return type(module) is nn.Conv2d and module.padding_mode == "zeros" and not isinstance(module.padding, str) \
-        and not (module._forward_hooks or module._forward_pre_hooks) and module.dilation == (1, 1) and module.groups == 1
+    """A conv ``_ImageGradConv`` can stand in for: no hooks at all, no dilation, one group."""
+    return zero_padded_conv2d(module) and not module._forward_pre_hooks and module.dilation == (1, 1) and module.groups == 1
 
 
 class NLayerDiscriminator(nn.Module):
@@ -101,7 +103,7 @@ class NLayerDiscriminator(nn.Module):
         conv, *rest = list(layer)
         if not _plain_conv(conv):  # a conv this path does not cover: x with the images' gradient, as one tensor
             return run_layers(layer, torch.cat([x[:, : x.shape[1] - images.shape[1]], images.to(x.dtype)], 1))
-        dtype = _autocast_dtype(x.device.type) if x.dtype != torch.float64 else None
+        dtype = autocast_dtype(x.device.type) if x.dtype != torch.float64 else None
         x = _ImageGradConv.apply(x, images, conv.weight, conv.bias, conv.stride, conv.padding, dtype)
         for module in rest:
             x = module(x)

@@ -50,7 +50,7 @@ class _Upsample2x(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = ctx.input_size
+        h, w = ctx.input_size[2:]
         return torch.ops.aten.upsample_nearest2d_backward(grad, [2 * h, 2 * w], ctx.input_size, 2.0, 2.0)
 
 

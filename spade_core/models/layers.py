@@ -41,12 +41,24 @@ def has_spectral_norm(module: nn.Module) -> bool:
     return hasattr(module, "weight_orig") and hasattr(module, "weight_u")
 
 
+def zero_padded_conv2d(module: nn.Module) -> bool:
+    """A plain ``nn.Conv2d`` with numeric zero padding and no forward hooks (pre-hooks aside): one
+    whose forward a custom autograd function may run as ``F.conv2d`` itself."""
+    return (
+        type(module) is nn.Conv2d and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+        and not module._forward_hooks
+    )
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs convs in on ``device_type`` right now (None when it is off)."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 def _spectral_hook(conv: nn.Module) -> SpectralNorm | None:
     """The ``SpectralNorm`` hook of a plain spectral-normed ``nn.Conv2d`` that ``spectral_conv``
     can run itself (its only hook, on ``weight`` along dim 0, zero numeric padding), else None."""
-    if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or conv._forward_hooks:
-        return None
-    if isinstance(conv.padding, str):
+    if not zero_padded_conv2d(conv):
         return None
     hooks = list(conv._forward_pre_hooks.values())
     if len(hooks) != 1 or not isinstance(hooks[0], SpectralNorm) or hooks[0].name != "weight" or hooks[0].dim != 0:
@@ -155,8 +167,7 @@ def spectral_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return conv(x)
     conv.weight = conv.weight_orig.detach()
     u, v = _power_iteration(conv, hook)
-    device_type = x.device.type
-    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    dtype = autocast_dtype(x.device.type)
     x, bias = _cast(x, dtype), _cast(conv.bias, dtype)
     args = (conv.stride, conv.padding, conv.dilation, conv.groups)
     if not torch.is_grad_enabled():

@@ -16,6 +16,7 @@ from torch import nn
 from .layers import fused_norm, has_spectral_norm, param_free_norm
 from .patterns import (
     LabelLayout,
+    is_channels_last,
     modulate,
     norm_modulate,
     one_hot_table,
@@ -93,6 +94,5 @@ class SPADE(nn.Module):
             return norm_modulate(
                 x, rows, plan.pattern_ids, fused.mode, fused.running_mean, fused.running_var, fused.momentum, fused.eps
             )
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        hidden_map = per_pixel(hidden, plan.hidden_ids, channels_last)
+        hidden_map = per_pixel(hidden, plan.hidden_ids, is_channels_last(x))
         return normalized * (1 + self.mlp_gamma(hidden_map)) + self.mlp_beta(hidden_map)

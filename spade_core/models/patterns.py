@@ -353,7 +353,7 @@ def pattern_rows(
 def _gather(table: torch.Tensor, ids: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Rows ``ids`` of ``table`` (P, D) as (N, D, h, w) in ``like``'s memory format."""
     n, _, h, w = like.shape
-    if _channels_last(like):
+    if is_channels_last(like):
         return table.index_select(0, ids).view(n, h, w, -1).permute(0, 3, 1, 2)
     return table.t().contiguous().index_select(1, ids).view(-1, n, h, w).transpose(0, 1)
 
@@ -362,7 +362,7 @@ def _modulated(x: torch.Tensor, table: torch.Tensor, ids: torch.Tensor, out: tor
     """``x * scale[ids] + shift[ids]`` into ``out`` (which may be ``x``), (scale | shift) = ``table`` (P, 2C)."""
     if x.is_contiguous() and out.is_contiguous():
         return modulate_into(x, table.t().contiguous(), ids, out)
-    if _channels_last(x) and _channels_last(out):
+    if is_channels_last(x) and is_channels_last(out):
         return modulate_rows_into(x, table.contiguous(), ids, out)
     c = x.shape[1]
     rows = _gather(table, ids, x)
@@ -373,12 +373,13 @@ def _scaled(x: torch.Tensor, scale: torch.Tensor, ids: torch.Tensor) -> torch.Te
     """A new ``x * scale[ids]`` (``scale`` (P, C)), in x's memory format."""
     if x.is_contiguous():
         return modulate_into(x, scale.t().contiguous(), ids, torch.empty_like(x), shift=False)
-    if _channels_last(x):
+    if is_channels_last(x):
         return modulate_rows_into(x, scale.contiguous(), ids, torch.empty_like(x), shift=False)
     return _gather(scale, ids, x).mul(x)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last (NHWC) and not also plain contiguous."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
@@ -458,7 +459,7 @@ def modulate_rows_into(
 def _pattern_sums(d_scale: torch.Tensor, d_shift: torch.Tensor, ids: torch.Tensor, count: int) -> torch.Tensor:
     """Per-pattern sums of two (N, C, h, w) maps: (2C, count), rows [d_scale | d_shift] per channel."""
     c = d_scale.shape[1]
-    if _channels_last(d_shift):
+    if is_channels_last(d_shift):
         rows = d_shift.new_zeros(count, 2 * c)
         rows[:, :c].index_add_(0, ids, d_scale.permute(0, 2, 3, 1).reshape(-1, c))
         rows[:, c:].index_add_(0, ids, d_shift.permute(0, 2, 3, 1).reshape(-1, c))
@@ -506,7 +507,7 @@ def modulate(normalized: torch.Tensor, table: torch.Tensor, ids: torch.Tensor) -
 def _channel_blocks(x: torch.Tensor) -> list[slice]:
     """Channel ranges of an (N, C, h, w) map holding about ``GATHER_CHUNK`` elements each (all
     channels at once off the CPU): the unit in which the fused norm + modulation works in cache."""
-    n, c = x.shape[:2]
+    c = x.shape[1]
     rows = max(1, min(c, GATHER_CHUNK // max(x[:, :1].numel(), 1))) if x.device.type == "cpu" else c
     return [slice(start, min(c, start + rows)) for start in range(0, c, rows)]
 

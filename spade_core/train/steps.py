@@ -16,6 +16,7 @@ from torch import nn
 
 from ..losses import feature_matching_loss, gan_loss, kl_loss
 from ..models import reparameterize
+from ..models.patterns import is_channels_last
 
 Features = list[list[torch.Tensor]]
 
@@ -74,10 +75,9 @@ def discriminator_input(semantics: torch.Tensor, fake: torch.Tensor, real: torch
     memory format as the cats; differentiable in ``fake`` and ``real``."""
     n, labels = semantics.shape[:2]
     dtype = torch.promote_types(torch.promote_types(semantics.dtype, fake.dtype), real.dtype)
-    channels_last = semantics.is_contiguous(memory_format=torch.channels_last) and not semantics.is_contiguous()
     out = torch.empty(
         (2 * n, labels + fake.shape[1], *semantics.shape[2:]), dtype=dtype, device=semantics.device,
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+        memory_format=torch.channels_last if is_channels_last(semantics) else torch.contiguous_format,
     )
     out[:n, :labels] = semantics
     out[n:, :labels] = semantics
