@@ -30,6 +30,7 @@ from spade_core.models import (
 )
 from spade_core.models.layers import (
     _SpectralConv2d,
+    _sigma,
     maybe_spectral_norm,
     replaying,
     spectral_conv,
@@ -59,7 +60,12 @@ def _conv(cin: int, cout: int, k: int, bias: bool, stride: int = 1) -> torch.nn.
     return conv
 
 
-CASES = [(6, 5, 3, True, 1), (6, 5, 3, False, 1), (6, 5, 1, True, 1), (6, 5, 1, False, 1), (4, 7, 4, True, 2)]
+# the 32-channel 3x3 convs have weights larger than their maps: their backward scales the output
+# gradient by 1 / sigma first and takes sigma's part from <input gradient, x>
+CASES = [
+    (6, 5, 3, True, 1), (6, 5, 3, False, 1), (6, 5, 1, True, 1), (6, 5, 1, False, 1), (4, 7, 4, True, 2),
+    (32, 32, 3, True, 1), (32, 24, 3, False, 1),
+]
 
 
 @pytest.mark.parametrize("cin,cout,k,bias,stride", CASES)
@@ -72,7 +78,20 @@ def test_gradcheck_float64(cin, cout, k, bias, stride):
     b = torch.randn(cout, dtype=torch.float64, generator=g, requires_grad=True) if bias else None
     args = ((stride, stride), (k // 2, k // 2), (1, 1), 1, None)
     # sigma = u^T W v depends on w: the check covers the whole spectral-norm gradient
-    assert torch.autograd.gradcheck(lambda x, w, b: _SpectralConv2d.apply(x, w, u, v, b, *args), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: _SpectralConv2d.apply(x, w, u, v, _sigma(w.detach(), u, v), b, *args), (x, w, b))
+
+
+@pytest.mark.parametrize("cin,cout,k,bias,stride", [(6, 5, 3, True, 1), (32, 32, 3, True, 1)])
+def test_gradcheck_float64_frozen_input(cin, cout, k, bias, stride):
+    """Weight and bias gradients when the input needs none (sigma's part from G . W_orig)."""
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(2, cin, 6, 5, dtype=torch.float64, generator=g)
+    w = torch.randn(cout, cin, k, k, dtype=torch.float64, generator=g, requires_grad=True)
+    u = F.normalize(torch.randn(cout, dtype=torch.float64, generator=g), dim=0)
+    v = F.normalize(torch.randn(cin * k * k, dtype=torch.float64, generator=g), dim=0)
+    b = torch.randn(cout, dtype=torch.float64, generator=g, requires_grad=True)
+    args = ((stride, stride), (k // 2, k // 2), (1, 1), 1, None)
+    assert torch.autograd.gradcheck(lambda w, b: _SpectralConv2d.apply(x, w, u, v, _sigma(w.detach(), u, v), b, *args), (w, b))
 
 
 @pytest.mark.parametrize("cin,cout,k,bias,stride", CASES)

@@ -360,8 +360,8 @@ def test_remove_initial_share_recovers_a_flat_ema_from_its_initialisation():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_discriminator_input_is_the_nested_cats(channels_last):
-    from spade_core.train.steps import discriminator_input
+def test_discriminator_stacked_input_is_the_nested_cats(channels_last):
+    from spade_core.models.discriminator import stacked_input
 
     g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -369,7 +369,7 @@ def test_discriminator_input_is_the_nested_cats(channels_last):
     fake = torch.randn(2, 3, 8, 6, generator=g).contiguous(memory_format=fmt).requires_grad_()
     real = torch.randn(2, 3, 8, 6, generator=g).bfloat16().contiguous(memory_format=fmt)
     expected = torch.cat([torch.cat([sem, fake], 1), torch.cat([sem, real], 1)], 0)
-    got = discriminator_input(sem, fake, real)
+    got = stacked_input(sem, torch.cat([fake, real]))
     assert torch.equal(got, expected) and got.dtype == expected.dtype
     assert got.is_contiguous(memory_format=fmt) == expected.is_contiguous(memory_format=fmt)
     weights = torch.randn(expected.shape, generator=g)

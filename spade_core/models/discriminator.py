@@ -15,6 +15,7 @@ from .layers import (
     run_layers,
     zero_padded_conv2d,
 )
+from .patterns import is_channels_last, label_keys, one_hot_table
 from .validation import validate_network_config
 
 
@@ -60,8 +61,70 @@ class _ImageGradConv(torch.autograd.Function):
 
 
 def _plain_conv(module: nn.Module) -> bool:
-    """A conv ``_ImageGradConv`` can stand in for: no hooks at all, no dilation, one group."""
+    """A conv ``_ImageGradConv`` or ``_shared_semantics_conv`` can stand in for: no hooks at all,
+    no dilation, one group."""
     return zero_padded_conv2d(module) and not module._forward_pre_hooks and module.dilation == (1, 1) and module.groups == 1
+
+
+def stacked_input(semantics: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``cat([semantics repeated, images], 1)`` for ``images`` holding a whole number of batches of
+    ``semantics``' size (fake and real stacked), written once into one tensor (nested cats write the
+    large semantic channels twice). Same dtype promotion and memory format as the cats."""
+    n, labels = semantics.shape[:2]
+    copies = images.shape[0] // n
+    out = torch.empty(
+        (copies * n, labels + images.shape[1], *semantics.shape[2:]),
+        dtype=torch.promote_types(semantics.dtype, images.dtype), device=semantics.device,
+        memory_format=torch.channels_last if is_channels_last(semantics) else torch.contiguous_format,
+    )
+    for i in range(copies):
+        out[i * n : (i + 1) * n, :labels] = semantics
+    out[:, labels:] = images
+    return out
+
+
+def _one_hot_conv(
+    keys: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding, n_classes: int,
+    use_edge: bool, channels_last: bool,
+) -> torch.Tensor:
+    """``conv2d(one_hot, weight, bias)`` for the one-hot map whose label keys are ``keys`` (N, H, W):
+    per output pixel, the sum of one weight column per tap, picked by the key under the tap (an
+    ``embedding_bag`` over ``one_hot_table``; positions in the padding pick its zero rows).
+    Differentiable in weight and bias; (N, out, h, w), channels-last memory or else each channel's
+    plane contiguous (one 2D transpose: 2-4x faster to add to an NCHW map than the NHWC view)."""
+    (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
+    n_keys = n_classes * (2 if use_edge else 1) + 1
+    grid = F.pad(keys, (pw, pw, ph, ph), value=n_keys - 1)
+    windows = grid.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, h, w, kh, kw)
+    taps = torch.arange(kh * kw, device=keys.device).view(kh, kw)
+    index = (windows * (kh * kw) + taps).reshape(-1, kh * kw)
+    rows = F.embedding_bag(index, one_hot_table(weight, n_classes, use_edge), mode="sum")
+    if bias is not None:
+        rows = rows + bias
+    n, h, w = windows.shape[:3]
+    if channels_last:
+        return rows.view(n, h, w, -1).permute(0, 3, 1, 2)
+    return rows.t().contiguous().view(-1, n, h, w).transpose(0, 1)
+
+
+def _shared_semantics_conv(
+    conv: nn.Conv2d, semantics: torch.Tensor, images: torch.Tensor, keys: torch.Tensor | None, n_classes: int, use_edge: bool
+) -> torch.Tensor:
+    """``conv(cat([semantics repeated, images], 1))`` as conv(images, W_image) plus the semantic
+    channels' term, computed once for the copies that share it: as a look-up when the semantics
+    are a one-hot map (``keys``), else as a conv over ``semantics`` alone. The semantic channels
+    get no input gradient. Under autocast the image conv runs as autocast runs convs."""
+    labels = semantics.shape[1]
+    out = F.conv2d(images, conv.weight[:, labels:], None, conv.stride, conv.padding)
+    if keys is not None:
+        term = _one_hot_conv(
+            keys, conv.weight[:, :labels], conv.bias, conv.stride, conv.padding, n_classes, use_edge, is_channels_last(out)
+        )
+    else:
+        term = F.conv2d(semantics, conv.weight[:, :labels], conv.bias, conv.stride, conv.padding)
+    n = semantics.shape[0]
+    out.view(-1, n, *out.shape[1:]).add_(term.to(out.dtype))  # the conv's output: its backward does not need it
+    return out
 
 
 class NLayerDiscriminator(nn.Module):
@@ -95,6 +158,24 @@ class NLayerDiscriminator(nn.Module):
                 x = self._first_layer(layer, x, images)
             else:
                 x = run_layers(layer, x)  # spectral convs without a saved normalized weight
+            features.append(x)
+        return features
+
+    def forward_shared(
+        self, semantics: torch.Tensor, images: torch.Tensor, keys: torch.Tensor | None, n_classes: int, use_edge: bool
+    ) -> list[torch.Tensor]:
+        """``forward(cat([semantics repeated, images], 1))`` with the first conv's semantic term
+        computed once for all copies (``_shared_semantics_conv``)."""
+        first, *layers = list(self.children())
+        conv, *rest = list(first)
+        if not _plain_conv(conv):  # a conv this path does not cover: the whole input, as one tensor
+            return self.forward(stacked_input(semantics, images.detach()), images)
+        x = _shared_semantics_conv(conv, semantics, images, keys, n_classes, use_edge)
+        for module in rest:
+            x = module(x)
+        features = [x]
+        for layer in layers:
+            x = run_layers(layer, x)
             features.append(x)
         return features
 
@@ -144,6 +225,9 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
                 NLayerDiscriminator(self.input_nc, ndf, n_layers_D, spectral_norm, norm),
             )
         init_weights(self, init_type, init_gain)
+        # How the training form computes the first convs' semantic channels (not configuration:
+        # same outputs): once per shared layout, as look-ups on one-hot maps; False: the stacked input.
+        self.semantic_lookups = True
 
     @property
     def input_nc(self) -> int:
@@ -151,22 +235,63 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
         cfg = self.config
         return cfg.label_nc + int(cfg.contain_dontcare_label) + int(cfg.use_instance) + cfg.output_nc
 
-    def forward(self, x: torch.Tensor, images: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor | None = None, images: torch.Tensor | None = None, semantics: torch.Tensor | None = None
+    ) -> list[list[torch.Tensor]]:
         """x (N, semantic_nc + 3, H, W) -> [[layer outputs] per scale].
 
-        ``images``: optionally x's image channels (its last ``output_nc``) as their own tensor, for
-        training: input gradients then reach ``images`` only (x must need none), and nobody computes
-        the semantic channels' input gradient, which the losses never use. Same outputs.
+        Training form, ``D(images=images, semantics=semantics)``: images (k * N, 3, H, W), k batches
+        (fake and real) that share the layouts ``semantics`` (N, semantic_nc, H, W); the outputs
+        are those of ``D(cat([semantics repeated k times, images], 1))``. Input gradients reach
+        ``images`` only (the semantics must need none): nobody computes the semantic channels'
+        input gradient, which the losses never use. With ``semantic_lookups`` the first convs'
+        semantic term is computed once per layout (a look-up on one-hot maps) and the stacked input
+        is never built.
         """
+        if x is None:
+            return self._forward_training(images, semantics)
+        if images is not None or semantics is not None:
+            raise ValueError("pass either x, or images and semantics (the training form)")
         if x.dim() != 4 or x.shape[1] != self.input_nc:
             raise ValueError(
                 f"the discriminator expects cat([semantics, image], 1) with {self.input_nc} channels, got shape {tuple(x.shape)}"
             )
-        if images is not None and (x.requires_grad or images.shape != (x.shape[0], self.config.output_nc, *x.shape[2:])):
+        return self._scales(x)
+
+    def _forward_training(self, images: torch.Tensor | None, semantics: torch.Tensor | None) -> list[list[torch.Tensor]]:
+        cfg = self.config
+        labels = self.input_nc - cfg.output_nc
+        if images is None or semantics is None:
+            raise ValueError("the discriminator's training form needs both images and semantics")
+        n = semantics.shape[0]
+        if (
+            semantics.dim() != 4 or semantics.shape[1] != labels or semantics.requires_grad or images.dim() != 4
+            or images.shape[1] != cfg.output_nc or images.shape[2:] != semantics.shape[2:]
+            or n == 0 or images.shape[0] % n
+        ):
             raise ValueError(
-                f"images must be x's last {self.config.output_nc} channels as a tensor of shape "
-                f"{(x.shape[0], self.config.output_nc, *x.shape[2:])} (got {tuple(images.shape)}), and x must not need a gradient"
+                f"the training form expects semantics (N, {labels}, H, W) that need no gradient and images "
+                f"(k*N, {cfg.output_nc}, H, W); got {tuple(semantics.shape)} and {tuple(images.shape)}"
             )
+        if not self.semantic_lookups:
+            x = stacked_input(semantics, images.detach())
+            return self._scales(x, images if images.requires_grad else None)
+        n_classes = cfg.label_nc + int(cfg.contain_dontcare_label)
+        keys = label_keys(semantics, n_classes, cfg.use_instance)
+        results = []
+        for i in range(cfg.num_D):
+            d = getattr(self, f"discriminator_{i}")
+            results.append(d.forward_shared(semantics, images, None if keys is None else keys[:, 0].long(), n_classes, cfg.use_instance))
+            if i + 1 < cfg.num_D:
+                semantics, images = (
+                    F.avg_pool2d(t, kernel_size=3, stride=2, padding=1, count_include_pad=False) for t in (semantics, images)
+                )
+                keys = None  # pooled semantics are fractions: a plain conv from here on
+        return results
+
+    def _scales(self, x: torch.Tensor, images: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+        """Every scale's features for the full input x (``images``: its image channels as their own
+        tensor, for the input gradient: ``_ImageGradConv``)."""
         results = []
         for i in range(self.config.num_D):
             results.append(getattr(self, f"discriminator_{i}")(x, images))

@@ -66,20 +66,24 @@ def _spectral_hook(conv: nn.Module) -> SpectralNorm | None:
     return hooks[0]
 
 
-def _power_iteration(conv: nn.Module, hook: SpectralNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (u, v) this forward uses, as the hook computes them: in training, ``n_power_iterations``
-    in-place steps on ``weight_u`` / ``weight_v`` and copies for the graph; in eval the buffers."""
+def _power_iteration(conv: nn.Module, hook: SpectralNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (u, v, sigma) this forward uses, as the hook computes them: in training,
+    ``n_power_iterations`` in-place steps on ``weight_u`` / ``weight_v`` and copies for the graph; in
+    eval the buffers. sigma = u^T W v reuses the last step's W v (the hook computes that product
+    twice, with the same result): one pass over the weight fewer."""
     u, v = conv.weight_u, conv.weight_v
-    if conv.training and hook.n_power_iterations > 0:
-        matrix = conv.weight_orig.reshape(conv.weight_orig.shape[0], -1)
-        with torch.no_grad():
-            for _ in range(hook.n_power_iterations):
-                v = F.normalize(torch.mv(matrix.t(), u), dim=0, eps=hook.eps, out=v)
-                u = F.normalize(torch.mv(matrix, v), dim=0, eps=hook.eps, out=u)
-            # The buffers change in place next forward; the graph keeps these copies.
-            u = u.clone(memory_format=torch.contiguous_format)
-            v = v.clone(memory_format=torch.contiguous_format)
-    return u, v
+    matrix = conv.weight_orig.reshape(conv.weight_orig.shape[0], -1)
+    with torch.no_grad():
+        if not (conv.training and hook.n_power_iterations > 0):
+            return u, v, _sigma(conv.weight_orig, u, v)
+        for _ in range(hook.n_power_iterations):
+            v = F.normalize(torch.mv(matrix.t(), u), dim=0, eps=hook.eps, out=v)
+            weight_v = torch.mv(matrix, v)
+            u = F.normalize(weight_v, dim=0, eps=hook.eps, out=u)
+        # The buffers change in place next forward; the graph keeps these copies.
+        u = u.clone(memory_format=torch.contiguous_format)
+        v = v.clone(memory_format=torch.contiguous_format)
+        return u, v, torch.dot(u, weight_v)
 
 
 def _sigma(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -88,21 +92,23 @@ def _sigma(weight_orig: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch
 
 
 class _SpectralConv2d(torch.autograd.Function):
-    """conv2d(x, weight_orig / sigma, bias), sigma = u^T W v, saving x (when the weight needs a
-    gradient), weight_orig, u, v and sigma, never a normalized weight.
+    """conv2d(x, weight_orig / sigma, bias), sigma = u^T W v (computed by the caller from the same
+    weight_orig, u, v), saving x (when the weight needs a gradient), weight_orig, u, v and sigma,
+    never a normalized weight.
 
     The backward returns the whole spectral-norm gradient of ``weight_orig`` (u, v are constants, as
-    in torch's hook): G / sigma - (G . W_orig) / sigma^2 u v^T, G the conv's weight gradient,
-    computed in place in G. The input gradient divides by sigma after the conv's backward when
-    the input is smaller than the weight (the conv is linear in its weight) instead of recomputing
-    the normalized weight. (Dividing the forward's output instead of the weight changes the
-    activations' rounding, which a following batch norm can amplify: the forward keeps the hook's
-    order of operations.)
+    in torch's hook): G / sigma - (G . W_orig) / sigma^2 u v^T, G the conv's weight gradient.
+    The conv is linear in its weight, so when the output gradient is smaller than the weight it is
+    divided by sigma first and run back through weight_orig: that yields the input gradient and
+    G / sigma at once, and G . W_orig = sigma <input gradient, x> (the conv is bilinear), so the
+    weight-sized work is the conv's own plus one rank-1 update (instead of a normalized weight or
+    a dot product and a division over the weight). Otherwise G is scaled after the conv's backward.
+    (Dividing the forward's output instead of the weight changes the activations' rounding, which
+    a following batch norm can amplify: the forward keeps the hook's order of operations.)
     """
 
     @staticmethod
-    def forward(ctx, x, weight_orig, u, v, bias, stride, padding, dilation, groups, dtype):
-        sigma = _sigma(weight_orig, u, v)
+    def forward(ctx, x, weight_orig, u, v, sigma, bias, stride, padding, dilation, groups, dtype):
         ctx.conv = (stride, padding, dilation, groups, dtype)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
         # x only serves the weight gradient: a frozen conv (the discriminator in a generator step)
@@ -117,14 +123,27 @@ class _SpectralConv2d(torch.autograd.Function):
         x, weight_orig, u, v, sigma = ctx.saved_tensors
         stride, padding, dilation, groups, dtype = ctx.conv
         need_x, need_w = ctx.needs_input_grad[:2]
-        need_bias = ctx.needs_input_grad[4]
+        need_bias = ctx.needs_input_grad[5]
+        if x is None:  # only its shape matters to the input gradient: a broadcast zero stands in
+            x = grad.new_zeros((), dtype=weight_orig.dtype if dtype is None else dtype).expand(ctx.x_shape)
+        conv = (list(stride), list(padding), list(dilation), False, [0, 0], groups)
+        if dtype is None and grad.numel() < weight_orig.numel():
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad / sigma, x, weight_orig, None, *conv, [need_x, need_w, False]
+            )
+            grad_bias = grad.sum((0, 2, 3)) if need_bias else None
+            if need_w:
+                if need_x and x.numel() <= weight_orig.numel():
+                    projection = torch.dot(grad_x.reshape(-1), x.reshape(-1)) / sigma  # (G . W_orig) / sigma^2
+                else:
+                    projection = torch.dot(grad_w.reshape(-1), weight_orig.reshape(-1)) / sigma
+                grad_w = grad_w.contiguous()
+                grad_w.view(grad_w.shape[0], -1).addr_(u * -projection, v)
+            return grad_x, grad_w, None, None, None, grad_bias, None, None, None, None, None
         scale_input_grad = dtype is None and need_x and ctx.x_shape.numel() < weight_orig.numel()
         weight = weight_orig if scale_input_grad or not need_x else _cast(weight_orig / sigma, dtype)
-        if x is None:  # only its shape matters to the input gradient: a broadcast zero stands in
-            x = grad.new_zeros((), dtype=weight.dtype).expand(ctx.x_shape)
         grad_x, grad_w, grad_bias = torch.ops.aten.convolution_backward(
-            grad, x, weight, ctx.bias_sizes, list(stride), list(padding), list(dilation), False, [0, 0], groups,
-            [need_x, need_w, need_bias],
+            grad, x, weight, ctx.bias_sizes, *conv, [need_x, need_w, need_bias],
         )
         if scale_input_grad:
             grad_x = grad_x.div_(sigma)
@@ -134,7 +153,7 @@ class _SpectralConv2d(torch.autograd.Function):
             grad_sigma = -torch.dot(grad_w.view(-1), weight_orig.reshape(-1)) / (sigma * sigma)
             grad_weight_orig = grad_w.div_(sigma)
             grad_weight_orig.view(grad_w.shape[0], -1).addr_(u * grad_sigma, v)
-        return grad_x, grad_weight_orig, None, None, grad_bias, None, None, None, None, None
+        return grad_x, grad_weight_orig, None, None, None, grad_bias, None, None, None, None, None
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
@@ -166,13 +185,13 @@ def spectral_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if hook is None:
         return conv(x)
     conv.weight = conv.weight_orig.detach()
-    u, v = _power_iteration(conv, hook)
+    u, v, sigma = _power_iteration(conv, hook)
     dtype = autocast_dtype(x.device.type)
     x, bias = _cast(x, dtype), _cast(conv.bias, dtype)
     args = (conv.stride, conv.padding, conv.dilation, conv.groups)
     if not torch.is_grad_enabled():
-        return F.conv2d(x, _cast(conv.weight_orig / _sigma(conv.weight_orig, u, v), dtype), bias, *args)
-    return _SpectralConv2d.apply(x, conv.weight_orig, u, v, bias, *args, dtype)
+        return F.conv2d(x, _cast(conv.weight_orig / sigma, dtype), bias, *args)
+    return _SpectralConv2d.apply(x, conv.weight_orig, u, v, sigma, bias, *args, dtype)
 
 
 def run_layers(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -548,16 +548,22 @@ class _NormModulate(torch.autograd.Function):
         dtype = torch.promote_types(x.dtype, table.dtype)
         # the normalized map is a fresh temporary: the output can take its place
         out = normalized if normalized.dtype == dtype and normalized.is_contiguous() else torch.empty_like(x, dtype=dtype)
-        out = _modulated(normalized, table.to(dtype), ids, out)
-        ctx.mode = mode
+        ctx.mode, ctx.table_dtype = mode, table.dtype
+        # NCHW maps gather per channel from (2C, P) columns: the backward reuses them (no transposes)
+        ctx.columns = normalized.is_contiguous() and out.is_contiguous()
+        if ctx.columns:
+            table = table.to(dtype).t().contiguous()
+            out = modulate_into(normalized, table, ids, out)
+        else:
+            out = _modulated(normalized, table.to(dtype), ids, out)
         ctx.save_for_backward(x, table, ids, mean, invstd)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, table, ids, mean, invstd = ctx.saved_tensors
-        c, patterns = x.shape[1], table.shape[0]
+        x, table, ids, mean, invstd = ctx.saved_tensors  # table: (P, 2C) rows or, ctx.columns, (2C, P)
+        c, patterns = x.shape[1], table.shape[1 if ctx.columns else 0]
         dtype = torch.promote_types(torch.promote_types(x.dtype, table.dtype), invstd.dtype)
         grad = grad.to(dtype)
         need_x, need_table = ctx.needs_input_grad[:2]
@@ -576,13 +582,17 @@ class _NormModulate(torch.autograd.Function):
                 sums[block], sums[c + block.start : c + block.stop] = block_sums[:rows], block_sums[rows:]
             if not need_x:
                 continue
-            scale = table[:, block].to(dtype)
-            g = _scaled(grad_block, scale, ids)  # gradient of the normalized map
+            if ctx.columns and grad_block.is_contiguous():
+                scale_columns = table[block].to(dtype)
+                g = modulate_into(grad_block, scale_columns, ids, torch.empty_like(grad_block), shift=False)
+            else:
+                scale_columns = table[block].to(dtype) if ctx.columns else table[:, block].to(dtype).t()
+                g = _scaled(grad_block, scale_columns.t(), ids)  # gradient of the normalized map
             if ctx.mode == "batch":
                 # per-channel sums of g and g * normalized from the per-pattern sums: no full-map pass
                 count = g.numel() // rows
-                mean_g = (scale.t() * sums[c + block.start : c + block.stop]).sum(1).div_(count).view(1, rows, 1, 1)
-                mean_gn = (scale.t() * sums[block]).sum(1).div_(count).view(1, rows, 1, 1)
+                mean_g = (scale_columns * sums[c + block.start : c + block.stop]).sum(1).div_(count).view(1, rows, 1, 1)
+                mean_gn = (scale_columns * sums[block]).sum(1).div_(count).view(1, rows, 1, 1)
             elif ctx.mode == "instance":
                 mean_g = g.mean((2, 3), keepdim=True)
                 mean_gn = (g * normalized).mean((2, 3), keepdim=True)
@@ -593,7 +603,7 @@ class _NormModulate(torch.autograd.Function):
                 grad_x = g.to(x.dtype)
             else:
                 grad_x[:, block] = g
-        grad_table = sums.t().to(table.dtype) if need_table else None
+        grad_table = sums.t().to(ctx.table_dtype) if need_table else None
         return grad_x, grad_table, None, None, None, None, None, None
 
 

@@ -136,7 +136,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler)
     channels_last: bool = False  # NHWC memory format for the networks and inputs
     gradient_checkpointing: bool = False  # recompute generator blocks in backward to save memory
-    pattern_spade: bool = True  # SPADE modulation once per distinct label window (exact); False: dense
+    pattern_spade: bool = True  # SPADE modulation once per distinct label window, one-hot convs as look-ups (exact); False: dense
     device: str | None = None  # cuda | cpu | mps ...; None = cuda when available, else cpu
 
     # --- run ---

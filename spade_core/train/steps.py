@@ -16,7 +16,6 @@ from torch import nn
 
 from ..losses import feature_matching_loss, gan_loss, kl_loss
 from ..models import reparameterize
-from ..models.patterns import is_channels_last
 
 Features = list[list[torch.Tensor]]
 
@@ -57,33 +56,13 @@ def discriminate(
     """One discriminator call on [cat(sem, fake); cat(sem, real)] (the reference batches them so that
     batch statistics see both), returned as float32 (fake features, real features).
 
-    When the images need a gradient (a generator step), they also go in as their own tensor, so
-    that input gradients are computed for the image channels only (``MultiscaleDiscriminator``).
+    It goes through the discriminator's training form (images ``cat([fake, real])`` sharing the
+    layouts ``semantics``), so input gradients are computed for the image channels only and the
+    semantic channels' work is done once for both halves (``MultiscaleDiscriminator.forward``).
     """
-    if fake.requires_grad or real.requires_grad:
-        x = discriminator_input(semantics.detach(), fake.detach(), real.detach())
-        preds = discriminator(x, torch.cat([fake, real]))
-    else:
-        preds = discriminator(discriminator_input(semantics, fake, real))
+    preds = discriminator(images=torch.cat([fake, real]), semantics=semantics.detach())
     preds = [[t.float() for t in scale] for scale in preds]
     return split_predictions(preds)
-
-
-def discriminator_input(semantics: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """``cat([cat([semantics, fake], 1), cat([semantics, real], 1)], 0)``, written once into one
-    tensor (the nested cats write the large semantic channels twice). Same dtype promotion and
-    memory format as the cats; differentiable in ``fake`` and ``real``."""
-    n, labels = semantics.shape[:2]
-    dtype = torch.promote_types(torch.promote_types(semantics.dtype, fake.dtype), real.dtype)
-    out = torch.empty(
-        (2 * n, labels + fake.shape[1], *semantics.shape[2:]), dtype=dtype, device=semantics.device,
-        memory_format=torch.channels_last if is_channels_last(semantics) else torch.contiguous_format,
-    )
-    out[:n, :labels] = semantics
-    out[n:, :labels] = semantics
-    out[:n, labels:] = fake
-    out[n:, labels:] = real
-    return out
 
 
 def generate(

@@ -106,6 +106,7 @@ class Trainer:
         if config.gradient_checkpointing:
             self.generator.enable_gradient_checkpointing()
         self.generator.pattern_spade = config.pattern_spade
+        self.discriminator.semantic_lookups = config.pattern_spade  # its one-hot input conv, likewise
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormals slow CPU steps up to 20x; the parity tests pass flushed
             keep_freed_heap()  # large activations are reallocated every step: no page faults for them
