@@ -344,3 +344,28 @@ def test_discriminator_training_form_equals_the_full_input(frozen, hooked, one_h
         d(images=images[:3], semantics=sem)
     with pytest.raises(ValueError, match="pass either x"):
         d(x, images)
+
+
+def test_discriminator_reusing_semantics_prepares_them_once(monkeypatch):
+    """Inside ``reusing_semantics`` training-form calls on the same semantics tensor compute its
+    label keys and pooled scales once, with the numbers of separate calls."""
+    from spade_core.models import MultiscaleDiscriminator, discriminator
+
+    torch.manual_seed(0)
+    d = MultiscaleDiscriminator(label_nc=5, contain_dontcare_label=False, use_instance=False, ndf=8, n_layers_D=2).eval()
+    g = torch.Generator().manual_seed(3)
+    sem = torch.nn.functional.one_hot(torch.randint(0, 5, (2, 16, 16), generator=g), 5).permute(0, 3, 1, 2).float()
+    images = torch.randn(4, 3, 16, 16, generator=g)
+    calls = []
+    original = discriminator.label_keys
+    monkeypatch.setattr(discriminator, "label_keys", lambda *a: calls.append(a[0]) or original(*a))
+    separate = [d(images=images, semantics=sem) for _ in range(2)]
+    assert len(calls) == 2
+    with d.reusing_semantics():
+        shared = [d(images=images, semantics=sem) for _ in range(2)]
+        d(images=images, semantics=sem.clone())  # another tensor: its own preparation
+    assert len(calls) == 4
+    for got, want in zip(shared, separate):
+        assert all(torch.equal(a, b) for scale_a, scale_b in zip(got, want) for a, b in zip(scale_a, scale_b))
+    d(images=images, semantics=sem)  # outside the context: prepared afresh
+    assert len(calls) == 5

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -228,6 +231,7 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
         # How the training form computes the first convs' semantic channels (not configuration:
         # same outputs): once per shared layout, as look-ups on one-hot maps; False: the stacked input.
         self.semantic_lookups = True
+        self._reused_semantics: list[tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]] | None = None
 
     @property
     def input_nc(self) -> int:
@@ -277,17 +281,42 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
             x = stacked_input(semantics, images.detach())
             return self._scales(x, images if images.requires_grad else None)
         n_classes = cfg.label_nc + int(cfg.contain_dontcare_label)
-        keys = label_keys(semantics, n_classes, cfg.use_instance)
+        keys, pyramid = self._semantic_pyramid(semantics, n_classes)
         results = []
         for i in range(cfg.num_D):
             d = getattr(self, f"discriminator_{i}")
-            results.append(d.forward_shared(semantics, images, None if keys is None else keys[:, 0].long(), n_classes, cfg.use_instance))
+            # pooled semantics are fractions: a plain conv from the second scale on
+            results.append(d.forward_shared(pyramid[i], images, keys if i == 0 else None, n_classes, cfg.use_instance))
             if i + 1 < cfg.num_D:
-                semantics, images = (
-                    F.avg_pool2d(t, kernel_size=3, stride=2, padding=1, count_include_pad=False) for t in (semantics, images)
-                )
-                keys = None  # pooled semantics are fractions: a plain conv from here on
+                images = F.avg_pool2d(images, kernel_size=3, stride=2, padding=1, count_include_pad=False)
         return results
+
+    def _semantic_pyramid(self, semantics: torch.Tensor, n_classes: int) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """(label keys (N, H, W) of a one-hot map, else None; the semantics at every scale), once
+        per semantics tensor inside ``reusing_semantics``."""
+        for cached, keys, pyramid in self._reused_semantics or ():
+            if cached is semantics:
+                return keys, pyramid
+        keys = label_keys(semantics, n_classes, self.config.use_instance)
+        keys = None if keys is None else keys[:, 0].long()
+        pyramid = [semantics]
+        for _ in range(self.config.num_D - 1):
+            pyramid.append(F.avg_pool2d(pyramid[-1], kernel_size=3, stride=2, padding=1, count_include_pad=False))
+        if self._reused_semantics is not None:
+            self._reused_semantics.append((semantics, keys, pyramid))
+        return keys, pyramid
+
+    @contextmanager
+    def reusing_semantics(self) -> Iterator[None]:
+        """Training-form calls inside compute a semantics tensor's label keys and pooled scales
+        once: a training step's generator and discriminator steps share them. The semantics must
+        not change in place meanwhile (the cache holds the tensor, so identity is safe)."""
+        outer = self._reused_semantics
+        self._reused_semantics = [] if outer is None else outer
+        try:
+            yield
+        finally:
+            self._reused_semantics = outer
 
     def _scales(self, x: torch.Tensor, images: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
         """Every scale's features for the full input x (``images``: its image channels as their own

@@ -60,7 +60,8 @@ def discriminate(
     layouts ``semantics``), so input gradients are computed for the image channels only and the
     semantic channels' work is done once for both halves (``MultiscaleDiscriminator.forward``).
     """
-    preds = discriminator(images=torch.cat([fake, real]), semantics=semantics.detach())
+    semantics = semantics.detach() if semantics.requires_grad else semantics  # the same tensor: reusable
+    preds = discriminator(images=torch.cat([fake, real]), semantics=semantics)
     preds = [[t.float() for t in scale] for scale in preds]
     return split_predictions(preds)
 

@@ -238,7 +238,8 @@ class Trainer:
         """Generator step (every ``D_steps_per_G`` steps), discriminator step, EMA update."""
         semantics, image = self.prepare(batch)
         losses: dict[str, torch.Tensor] = {}
-        with self.generator.reusing_layouts():  # both steps' generator forwards share the pattern plans
+        # both steps' generator and discriminator forwards share the pattern plans and pooled semantics
+        with self.generator.reusing_layouts(), self.discriminator.reusing_semantics():
             if self.step % self.config.D_steps_per_G == 0:
                 losses.update(self.generator_step(semantics, image))
             losses.update(self.discriminator_step(semantics, image))
