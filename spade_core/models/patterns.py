@@ -582,14 +582,10 @@ class _NormModulate(torch.autograd.Function):
                 sums[block], sums[c + block.start : c + block.stop] = block_sums[:rows], block_sums[rows:]
             if not need_x:
                 continue
-            # batch 1: the block of grad_x is contiguous and takes the block's gradient directly
-            written = grad_x is not None and grad_x.dtype == dtype and grad_x[:, block].is_contiguous()
             if ctx.columns and grad_block.is_contiguous():
                 scale_columns = table[block].to(dtype)
-                target = grad_x[:, block] if written else torch.empty_like(grad_block)
-                g = modulate_into(grad_block, scale_columns, ids, target, shift=False)
+                g = modulate_into(grad_block, scale_columns, ids, torch.empty_like(grad_block), shift=False)
             else:
-                written = False
                 scale_columns = table[block].to(dtype) if ctx.columns else table[:, block].to(dtype).t()
                 g = _scaled(grad_block, scale_columns.t(), ids)  # gradient of the normalized map
             if ctx.mode == "batch":
@@ -605,7 +601,7 @@ class _NormModulate(torch.autograd.Function):
             g.mul_(invstd[:, block])
             if grad_x is None:
                 grad_x = g.to(x.dtype)
-            elif not written:
+            else:
                 grad_x[:, block] = g
         grad_table = sums.t().to(ctx.table_dtype) if need_table else None
         return grad_x, grad_table, None, None, None, None, None, None
