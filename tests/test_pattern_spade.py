@@ -67,8 +67,10 @@ def _nets(**overrides) -> tuple[SPADEGenerator, MultiscaleDiscriminator]:
 
 
 def _steps(g, d, sem, image, pattern: bool, channels_last: bool = False) -> dict[str, torch.Tensor]:
-    """Losses, gradients (after each step) and the state after a G step then a D step."""
+    """Losses, gradients (after each step) and the state after a G step then a D step; ``pattern``
+    also switches the discriminator's one-hot look-ups, as the trainer does (dense: the stacked input)."""
     g.pattern_spade = pattern
+    d.semantic_lookups = pattern
     if channels_last:
         g, d = g.to(memory_format=torch.channels_last), d.to(memory_format=torch.channels_last)
         sem, image = sem.contiguous(memory_format=torch.channels_last), image.contiguous(memory_format=torch.channels_last)
