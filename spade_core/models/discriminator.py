@@ -96,12 +96,13 @@ def _one_hot_conv(
     Differentiable in weight and bias; (N, out, h, w), channels-last memory or else each channel's
     plane contiguous (one 2D transpose: 2-4x faster to add to an NCHW map than the NHWC view)."""
     (kh, kw), (sh, sw), (ph, pw) = weight.shape[2:], stride, padding
-    n_keys = n_classes * (2 if use_edge else 1) + 1
-    grid = F.pad(keys, (pw, pw, ph, ph), value=n_keys - 1)
+    table = one_hot_table(weight, n_classes, use_edge)
+    outside = table.shape[0] // (kh * kw) - 1  # the table's last key: zero rows
+    grid = F.pad(keys, (pw, pw, ph, ph), value=outside)
     windows = grid.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, h, w, kh, kw)
     taps = torch.arange(kh * kw, device=keys.device).view(kh, kw)
     index = (windows * (kh * kw) + taps).reshape(-1, kh * kw)
-    rows = F.embedding_bag(index, one_hot_table(weight, n_classes, use_edge), mode="sum")
+    rows = F.embedding_bag(index, table, mode="sum")
     if bias is not None:
         rows = rows + bias
     n, h, w = windows.shape[:3]
