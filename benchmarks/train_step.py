@@ -8,11 +8,15 @@ batch, variant) runs in a fresh process, one after another, so peaks are its own
 * speed: timed steps after warm-up steps, and the ratio to the "dense" variant of the same row;
   with ``--rounds R`` the variants run R times, alternating, and each reports its fastest round
   (a shared machine's slow spells only add time);
-* process peak: CUDA peak allocated tensor memory, or on CPU the peak resident set (VmHWM);
-* "above static": the peak minus what the process holds after the warm-up steps (weights,
-  gradients, optimizer state, EMA copy, imports), measured with freed heap returned to the OS
-  (``malloc_trim``) and the peak mark reset (``/proc/self/clear_refs``) before the timed steps,
-  i.e. the memory the steps themselves need (activations, temporaries).
+* tensors above static: the peak of live tensor memory during a step minus what is live when it
+  starts (weights, gradients, optimizer state, EMA copy), i.e. the memory the step itself needs
+  (activations, temporaries): CUDA's ``max_memory_allocated`` minus ``memory_allocated``, and on CPU
+  the same quantity from the profiler's allocation records over one more step (the allocator keeps no
+  such statistics); the target's measure, independent of how the C library's heap fragments;
+* process peak: CUDA's peak reserved memory, or on CPU the peak resident set (VmHWM), and the process
+  above static: that peak minus what the process held before the timed steps, measured with freed heap
+  returned to the OS (``malloc_trim``) and the peak mark reset (``/proc/self/clear_refs``); on CPU
+  this includes the heap's fragmentation (free holes the next allocations did not fit).
 
     python benchmarks/train_step.py                                   # ADE20K 256 (batch 1, 2), landscape 128
     python benchmarks/train_step.py --runs ade20k:128:1 --variants dense,pattern,pattern+grad_ckpt
@@ -24,8 +28,10 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import functools
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from pathlib import Path
@@ -84,8 +90,39 @@ def _status_mib(field: str) -> float:
     return float("nan")
 
 
+def tensor_peak_above_start_mib(first, measured: list) -> float:
+    """Peak live CPU tensor memory while the ``measured`` calls run, above what is live when they start, in
+    MiB, from the profiler's allocation records; ``first()`` runs profiled before them so that the profiler
+    knows every block they free (frees of blocks allocated before profiling go unrecorded)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    stderr, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # the profiler's start/stop lines and its expected warning
+    os.close(devnull)
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            first()
+            with record_function("measured steps"):
+                for call in measured:
+                    call()
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+    events = prof.profiler.kineto_results.events()
+    start = next(e.start_ns() for e in events if e.name() == "measured steps")
+    live, at_start, peak = 0, None, 0
+    for event in sorted((e for e in events if e.name() == "[memory]" and e.device_type().name == "CPU"),
+                        key=lambda e: e.start_ns()):
+        if at_start is None and event.start_ns() >= start:
+            at_start = peak = live
+        live += event.nbytes()
+        peak = max(peak, live)
+    return (peak - at_start) / 2**20 if at_start is not None else 0.0
+
+
 def measure(args: dict, queue) -> None:
-    """Child process: warm-up steps, then timed steps; reports s/step, process peak and peak above static."""
+    """Child process: warm-up steps, then timed steps; reports s/step, tensor peak above static, process
+    peak and process peak above static."""
     import gc
     import tempfile
 
@@ -115,23 +152,30 @@ def measure(args: dict, queue) -> None:
         sync()
         gc.collect()
         if device.type == "cuda":
-            static = torch.cuda.memory_allocated() / 2**20
+            static, static_process = torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20
             torch.cuda.reset_peak_memory_stats()
         else:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-            static = _status_mib("VmRSS")
+            static_process = _status_mib("VmRSS")
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         start = time.perf_counter()
         for i in range(args["steps"]):
             trainer.train_step(batches[i % len(batches)])
         sync()
         elapsed = time.perf_counter() - start
-        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _status_mib("VmHWM")
+        if device.type == "cuda":
+            tensors = torch.cuda.max_memory_allocated() / 2**20 - static
+            peak = torch.cuda.max_memory_reserved() / 2**20
+        else:
+            peak = _status_mib("VmHWM")
+            steps = [functools.partial(trainer.train_step, batches[i % len(batches)]) for i in range(args["steps"])]
+            tensors = tensor_peak_above_start_mib(steps[-1], steps)
         layout = trainer.generator.label_layout(trainer.prepare(batches[0])[0])
         sizes = [(args["size"] >> s, args["size"] >> s) for s in range(trainer.generator.num_up + 1)]
         sparse = [f"{h}" for h, w in sizes if layout.keys is not None and layout.plan((h, w), 3).sparse]
-    queue.put({"s_per_step": elapsed / args["steps"], "peak_mib": peak, "above_static_mib": peak - static,
-               "static_mib": static, "pattern_sizes": ",".join(sparse) or "-"})
+    queue.put({"s_per_step": elapsed / args["steps"], "tensors_above_static_mib": tensors, "peak_mib": peak,
+               "above_static_mib": peak - static_process, "static_mib": static_process,
+               "pattern_sizes": ",".join(sparse) or "-"})
 
 
 def run_one(args: dict) -> dict:
@@ -174,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {opts.device}, {opts.steps} timed steps after {opts.warmup} warm-up, fastest of {opts.rounds} alternating "
           "round(s), real COCO-Stuff sample layouts, no VGG")
     print(f"{'preset':<10} {'size':>4} {'batch':>5} {'variant':<22} {'s/step':>8} {'speed x':>8} "
-          f"{'peak MiB':>9} {'above static':>13} {'x':>6}  pattern maps")
+          f"{'tensors above static':>20} {'x':>6} {'process peak':>12} {'above static':>12} {'x':>6}  pattern maps")
     for run in opts.runs.split(","):
         preset, size, batch = run.split(":")
         base = None
@@ -193,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             base = base or res
             speed = base["s_per_step"] / res["s_per_step"]
-            memory = res["above_static_mib"] / base["above_static_mib"]
+            tensors = res["tensors_above_static_mib"] / base["tensors_above_static_mib"]
+            process = res["above_static_mib"] / base["above_static_mib"]
             print(f"{preset:<10} {size:>4} {batch:>5} {variant:<22} {res['s_per_step']:>8.2f} {speed:>7.2f}x "
-                  f"{res['peak_mib']:>9.0f} {res['above_static_mib']:>13.0f} {memory:>5.2f}x  {res['pattern_sizes']}",
-                  flush=True)
+                  f"{res['tensors_above_static_mib']:>20.0f} {tensors:>5.2f}x {res['peak_mib']:>12.0f} "
+                  f"{res['above_static_mib']:>12.0f} {process:>5.2f}x  {res['pattern_sizes']}", flush=True)
     if opts.json:
         Path(opts.json).write_text(json.dumps(rows, indent=2))
     return 0
