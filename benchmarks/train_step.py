@@ -5,16 +5,18 @@ on real layouts: the COCO-Stuff sample in ``tests/data/coco_stuff_sample`` (labe
 the preset's label set, 255 -> don't-care, with their photos as targets). Each (preset, size,
 batch, variant) runs in a fresh process, one after another, so peaks are its own:
 
-* speed: timed steps after warm-up steps, and the ratio to the "dense" variant of the same row;
+* speed: timed steps after warm-up steps (memory is measured over the same steps run again after
+  them), and the ratio to the "dense" variant of the same row;
   with ``--rounds R`` the variants run R times, alternating, and each reports its fastest round
   (a shared machine's slow spells only add time);
 * tensors above static: the peak of live tensor memory during a step minus what is live when it
   starts (weights, gradients, optimizer state, EMA copy), i.e. the memory the step itself needs
   (activations, temporaries): CUDA's ``max_memory_allocated`` minus ``memory_allocated``, and on CPU
-  the same quantity from the profiler's allocation records over one more step (the allocator keeps no
-  such statistics); the target's measure, independent of how the C library's heap fragments;
+  the same quantity from the profiler's allocation records over those steps run once more (the
+  allocator keeps no such statistics); the target's measure, independent of how the C library's
+  heap fragments;
 * process peak: CUDA's peak reserved memory, or on CPU the peak resident set (VmHWM), and the process
-  above static: that peak minus what the process held before the timed steps, measured with freed heap
+  above static: that peak minus what the process held before the memory steps, measured with freed heap
   returned to the OS (``malloc_trim``) and the peak mark reset (``/proc/self/clear_refs``); on CPU
   this includes the heap's fragmentation (free holes the next allocations did not fit).
 
@@ -147,9 +149,17 @@ def measure(args: dict, queue) -> None:
         trainer = Trainer(cfg, dataset=data)
         batches = [collate([data[(i * args["batch"] + j) % len(data)] for j in range(args["batch"])]) for i in range(4)]
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        steps = [functools.partial(trainer.train_step, batches[i % len(batches)]) for i in range(args["steps"])]
         for i in range(args["warmup"]):
             trainer.train_step(batches[i % len(batches)])
         sync()
+        start = time.perf_counter()
+        for step in steps:
+            step()
+        sync()
+        elapsed = time.perf_counter() - start
+        # Memory: the same steps again, after the timed ones (returning the freed heap to the OS before
+        # them would make them fault it back in, which a training run never does).
         gc.collect()
         if device.type == "cuda":
             static, static_process = torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20
@@ -158,17 +168,14 @@ def measure(args: dict, queue) -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
             static_process = _status_mib("VmRSS")
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        start = time.perf_counter()
-        for i in range(args["steps"]):
-            trainer.train_step(batches[i % len(batches)])
+        for step in steps:
+            step()
         sync()
-        elapsed = time.perf_counter() - start
         if device.type == "cuda":
             tensors = torch.cuda.max_memory_allocated() / 2**20 - static
             peak = torch.cuda.max_memory_reserved() / 2**20
         else:
             peak = _status_mib("VmHWM")
-            steps = [functools.partial(trainer.train_step, batches[i % len(batches)]) for i in range(args["steps"])]
             tensors = tensor_peak_above_start_mib(steps[-1], steps)
         layout = trainer.generator.label_layout(trainer.prepare(batches[0])[0])
         sizes = [(args["size"] >> s, args["size"] >> s) for s in range(trainer.generator.num_up + 1)]
