@@ -294,11 +294,28 @@ def per_pixel(rows: torch.Tensor, ids: torch.Tensor, channels_last: bool = False
     return columns.view(-1, n, h, w).transpose(0, 1).contiguous()
 
 
+# Transposing copies run in blocks of this many source rows: reads stay sequential and each write is a
+# run of this many elements (a 1024-channel SPADE layer's weight gradients: 1 ms instead of 7.7 ms).
+TRANSPOSE_BLOCK = 64
+
+
+def _transpose_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` (C, R) = ``src`` (R, C) transposed (cast to out's dtype), copied in blocks of rows."""
+    for start in range(0, src.shape[0], TRANSPOSE_BLOCK):
+        out[:, start:start + TRANSPOSE_BLOCK].copy_(src[start:start + TRANSPOSE_BLOCK].t())
+    return out
+
+
 def tap_matrix(*weights: torch.Tensor) -> torch.Tensor:
     """Conv weights (out_i, hidden, k, k), concatenated along out -> (hidden, k*k * sum(out_i)):
     row h holds every tap's column (taps major, then the weights' outputs in order)."""
-    matrix = torch.cat([w.flatten(2).permute(1, 2, 0) for w in weights], dim=2)  # (hidden, k*k, sum(out)): one copy
-    return matrix.view(matrix.shape[0], -1)
+    hidden, taps = weights[0].shape[1], weights[0][0, 0].numel()
+    matrix = weights[0].new_empty(hidden * taps, sum(w.shape[0] for w in weights))
+    start = 0
+    for w in weights:
+        _transpose_into(w.reshape(w.shape[0], -1), matrix[:, start:start + w.shape[0]])
+        start += w.shape[0]
+    return matrix.view(hidden, -1)
 
 
 class _TapProducts(torch.autograd.Function):
@@ -328,9 +345,13 @@ class _TapProducts(torch.autograd.Function):
             if any(ctx.needs_input_grad[1:]):
                 grad_taps = torch.mm(hidden.t(), grad)  # (hidden, k*k * sum(out))
         if any(ctx.needs_input_grad[1:]):
-            outs = [w.shape[0] for w in weights]
-            blocks = grad_taps.view(hidden.shape[1], -1, sum(outs)).split(outs, dim=2)
-            grad_weights = [b.permute(2, 0, 1).reshape(w.shape).to(w.dtype) for b, w in zip(blocks, weights)]
+            rows = grad_taps.view(-1, sum(w.shape[0] for w in weights))  # (hidden * k*k, sum(out))
+            start = 0
+            for i, w in enumerate(weights):
+                if ctx.needs_input_grad[1 + i]:
+                    grad_w = torch.empty((w.shape[0], rows.shape[0]), dtype=w.dtype, device=w.device)
+                    grad_weights[i] = _transpose_into(rows[:, start:start + w.shape[0]], grad_w).view(w.shape)
+                start += w.shape[0]
         return grad_hidden, *grad_weights
 
 
