@@ -34,18 +34,18 @@ REL = 1e-4
 SIZE = (64, 64)
 
 
-def _resize(array: np.ndarray) -> torch.Tensor:
+def _resize(array: np.ndarray, size: tuple[int, int] = SIZE) -> torch.Tensor:
     t = torch.from_numpy(array.astype(np.int64))[None, None].float()
-    return F.interpolate(t, size=SIZE, mode="nearest")[0, 0].long()
+    return F.interpolate(t, size=size, mode="nearest")[0, 0].long()
 
 
-def _real(g: SPADEGenerator, count: int = 2, offset: int = 0) -> torch.Tensor:
-    """COCO-Stuff sample layouts (255 -> don't-care) with their instance edges, at SIZE."""
+def _real(g: SPADEGenerator, count: int = 2, offset: int = 0, size: tuple[int, int] = SIZE) -> torch.Tensor:
+    """COCO-Stuff sample layouts (255 -> don't-care) with their instance edges, at ``size``."""
     labels, instances = [], []
     for path in LABELS[offset : offset + count]:
         raw = np.array(Image.open(path))
-        labels.append(_resize(np.where(raw == 255, g.config.label_nc, raw % g.config.label_nc)))
-        instances.append(_resize(np.array(Image.open(DATA / "train_inst" / path.name))))
+        labels.append(_resize(np.where(raw == 255, g.config.label_nc, raw % g.config.label_nc), size))
+        instances.append(_resize(np.array(Image.open(DATA / "train_inst" / path.name)), size))
     cfg = g.config
     return one_hot_semantics(torch.stack(labels), cfg.label_nc, True, cfg.use_instance, torch.stack(instances) if cfg.use_instance else None)
 
@@ -95,7 +95,7 @@ def _steps(g, d, sem, image, pattern: bool, channels_last: bool = False) -> dict
 def _compare(sem_fn, train: bool = True, checkpointing: bool = False, channels_last: bool = False, **overrides):
     g, d = _nets(**overrides)
     sem = sem_fn(g)
-    image = torch.rand(sem.shape[0], 3, *SIZE, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    image = torch.rand(sem.shape[0], 3, *sem.shape[2:], generator=torch.Generator().manual_seed(5)) * 2 - 1
     if checkpointing:
         g.enable_gradient_checkpointing()
     g.train(train)
@@ -117,6 +117,15 @@ def test_noise_falls_back_to_dense_and_matches():
     g, sem = _compare(_noise)
     layout = g.label_layout(sem)
     assert layout.keys is not None and not layout.plan(SIZE, 3).sparse
+
+
+def test_non_square_layouts_match():
+    """A 2:1 layout (H 32, W 64, as Cityscapes' aspect ratio): rows and columns are not interchangeable
+    anywhere in the plans, look-ups or gathers."""
+    size = (32, 64)
+    g, sem = _compare(lambda g: _real(g, offset=3, size=size), crop_size=size[1], aspect_ratio=size[1] / size[0])
+    layout = g.label_layout(sem)
+    assert sem.shape[2:] == size and layout.plan(size, 3).sparse
 
 
 def test_eval_mode_matches():
