@@ -69,6 +69,12 @@ def _plain_conv(module: nn.Module) -> bool:
     return zero_padded_conv2d(module) and not module._forward_pre_hooks and module.dilation == (1, 1) and module.groups == 1
 
 
+def _downsample(x: torch.Tensor) -> torch.Tensor:
+    """One scale down, as the multiscale discriminator pools between its scales (3x3 average,
+    stride 2, padding not counted)."""
+    return F.avg_pool2d(x, kernel_size=3, stride=2, padding=1, count_include_pad=False)
+
+
 def stacked_input(semantics: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """``cat([semantics repeated, images], 1)`` for ``images`` holding a whole number of batches of
     ``semantics``' size (fake and real stacked), written once into one tensor (nested cats write the
@@ -289,7 +295,7 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
             # pooled semantics are fractions: a plain conv from the second scale on
             results.append(d.forward_shared(pyramid[i], images, keys if i == 0 else None, n_classes, cfg.use_instance))
             if i + 1 < cfg.num_D:
-                images = F.avg_pool2d(images, kernel_size=3, stride=2, padding=1, count_include_pad=False)
+                images = _downsample(images)
         return results
 
     def _semantic_pyramid(self, semantics: torch.Tensor, n_classes: int) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
@@ -302,7 +308,7 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
         keys = None if keys is None else keys[:, 0].long()
         pyramid = [semantics]
         for _ in range(self.config.num_D - 1):
-            pyramid.append(F.avg_pool2d(pyramid[-1], kernel_size=3, stride=2, padding=1, count_include_pad=False))
+            pyramid.append(_downsample(pyramid[-1]))
         if self._reused_semantics is not None:
             self._reused_semantics.append((semantics, keys, pyramid))
         return keys, pyramid
@@ -326,9 +332,9 @@ class MultiscaleDiscriminator(ModelMixin, ConfigMixin):
         for i in range(self.config.num_D):
             results.append(getattr(self, f"discriminator_{i}")(x, images))
             if i + 1 < self.config.num_D:
-                x = F.avg_pool2d(x, kernel_size=3, stride=2, padding=1, count_include_pad=False)
+                x = _downsample(x)
                 if images is not None:
-                    images = F.avg_pool2d(images, kernel_size=3, stride=2, padding=1, count_include_pad=False)
+                    images = _downsample(images)
         return results
 
     @classmethod
