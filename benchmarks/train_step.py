@@ -22,6 +22,7 @@ batch, variant) runs in a fresh process, one after another, so peaks are its own
 
     python benchmarks/train_step.py                                   # ADE20K 256 (batch 1, 2), landscape 128
     python benchmarks/train_step.py --runs ade20k:128:1 --variants dense,pattern,pattern+grad_ckpt
+    python benchmarks/train_step.py --runs landscape:128:2 --variants dense,pattern,floor   # the reachable limit
     python benchmarks/train_step.py --device cuda --variants dense,pattern,dense+bf16,pattern+bf16
 """
 
@@ -48,6 +49,11 @@ VARIANTS: dict[str, dict] = {
     "pattern+bf16": {"pattern_spade": True, "precision": "bf16"},
     "pattern+channels_last": {"pattern_spade": True, "channels_last": True},
     "pattern+grad_ckpt": {"pattern_spade": True, "gradient_checkpointing": True},
+    # Not a model: every SPADE layer replaced by a plain per-channel affine batch norm (``spade_floor``).
+    # It does strictly less work than any exact SPADE (no label-dependent scale or shift, no MLP, and
+    # no gradients or optimizer updates for the SPADE weights), so its step time bounds from below
+    # what any per-pattern (or other) SPADE implementation can reach on this machine.
+    "floor": {"pattern_spade": True, "spade_floor": True},
 }
 DEFAULT_RUNS = "ade20k:256:1,ade20k:256:2,landscape:128:2"
 
@@ -122,6 +128,27 @@ def tensor_peak_above_start_mib(first, measured: list) -> float:
     return (peak - at_start) / 2**20 if at_start is not None else 0.0
 
 
+def replace_spade_with_affine_batch_norm(generator) -> None:
+    """The "floor" variant: each SPADE layer of ``generator`` computes ``batch_norm(x) * scale + shift``
+    with a learnable per-channel scale and shift (plain tensors, so the optimizer and EMA do not see them)."""
+    import types
+
+    import torch
+    import torch.nn.functional as F
+
+    from spade_core.models.normalization import SPADE
+
+    def affine_batch_norm(self, x, segmap):
+        return F.batch_norm(x, None, None, self.floor_scale, self.floor_shift, True)
+
+    for module in generator.modules():
+        if isinstance(module, SPADE):
+            channels = module.mlp_gamma.out_channels
+            module.floor_scale = torch.ones(channels, device=module.mlp_gamma.weight.device, requires_grad=True)
+            module.floor_shift = torch.zeros(channels, device=module.mlp_gamma.weight.device, requires_grad=True)
+            module.forward = types.MethodType(affine_batch_norm, module)
+
+
 def measure(args: dict, queue) -> None:
     """Child process: warm-up steps, then timed steps; reports s/step, tensor peak above static, process
     peak and process peak above static."""
@@ -141,12 +168,16 @@ def measure(args: dict, queue) -> None:
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(format="synthetic", out_dir=out).with_preset(args["preset"])
         data = CocoSample(args["size"], get_label_set(args["preset"]))
+        variant = dict(VARIANTS[args["variant"]])
+        floor = variant.pop("spade_floor", False)
         options = dict(
             crop_size=args["size"], batch_size=args["batch"], no_vgg=True, progress=False, tensorboard=False,
-            device=args["device"], num_workers=0, **VARIANTS[args["variant"]],
+            device=args["device"], num_workers=0, **variant,
         )
         cfg = dataclasses.replace(cfg, **options)
         trainer = Trainer(cfg, dataset=data)
+        if floor:
+            replace_spade_with_affine_batch_norm(trainer.generator)
         batches = [collate([data[(i * args["batch"] + j) % len(data)] for j in range(args["batch"])]) for i in range(4)]
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         steps = [functools.partial(trainer.train_step, batches[i % len(batches)]) for i in range(args["steps"])]
