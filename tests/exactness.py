@@ -8,7 +8,11 @@ run ("truth") than 4x the expected path is, plus ``rel`` of the truth's scale.
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+# The same comparisons on a GPU, where one is present.
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def assert_matches(got: dict, expected: dict, truth: dict, rel: float) -> None:

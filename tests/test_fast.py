@@ -24,6 +24,7 @@ from spade_core.fast import FastSPADEGenerator, optimize_generator
 from spade_core.hub.nvlabs import convert_nvlabs_checkpoint
 from spade_core.models import SPADEGenerator
 from spade_core.segmap import one_hot_semantics
+from exactness import requires_cuda
 
 TESTS = Path(__file__).resolve().parent
 NVLABS = TESTS / "fixtures" / "nvlabs"
@@ -272,11 +273,19 @@ def test_large_maps_run_channels_last_and_the_output_is_nchw():
             assert channels_last == (width * width >= 32 * 32), (name, width)
 
 
+@requires_cuda
+@pytest.mark.parametrize("preset, size", [("ade20k", (64, 64)), ("cityscapes", (64, 128))])
+def test_cuda_matches_plain_on_real_layouts(preset, size, full_fp32):
+    generator = _tiny(preset, lambda g: _coco_layouts(g, size, 3)).cuda()
+    _compare(generator, _coco_layouts(generator, size, 3).cuda())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
 @pytest.mark.parametrize("dtype, slack", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
-def test_low_precision_on_cpu(dtype, slack):
+def test_low_precision(device, dtype, slack, full_fp32):
     # Few classes: the plain path's float16 convolutions are very slow on CPU.
-    generator = _tiny("coco", lambda g: _coco_layouts(g, (64, 64), 2, offset=1), crop_size=64, label_nc=12)
-    sem = _coco_layouts(generator, (64, 64), 2, offset=1)
+    generator = _tiny("coco", lambda g: _coco_layouts(g, (64, 64), 2, offset=1), crop_size=64, label_nc=12).to(device)
+    sem = _coco_layouts(generator, (64, 64), 2, offset=1).to(device)
     with torch.no_grad():
         reference = generator(sem)
         low = generator.to(dtype)

@@ -26,7 +26,7 @@ from spade_core.models.normalization import SPADE
 from spade_core.models.patterns import LabelLayout, _TapProducts, make_plan, modulate, norm_modulate
 from spade_core.segmap import one_hot_semantics
 from spade_core.train.steps import LossSettings, discriminator_losses, generator_losses
-from exactness import assert_matches
+from exactness import assert_matches, requires_cuda
 
 DATA = Path(__file__).resolve().parent / "data" / "coco_stuff_sample"
 LABELS = sorted((DATA / "train_label").glob("*.png"))
@@ -92,7 +92,10 @@ def _steps(g, d, sem, image, pattern: bool, channels_last: bool = False) -> dict
     return out
 
 
-def _compare(sem_fn, train: bool = True, checkpointing: bool = False, channels_last: bool = False, **overrides):
+def _compare(
+    sem_fn, train: bool = True, checkpointing: bool = False, channels_last: bool = False, device: str = "cpu", **overrides
+):
+    """Both float32 paths on ``device``, the float64 truth on the CPU."""
     g, d = _nets(**overrides)
     sem = sem_fn(g)
     image = torch.rand(sem.shape[0], 3, *sem.shape[2:], generator=torch.Generator().manual_seed(5)) * 2 - 1
@@ -101,7 +104,8 @@ def _compare(sem_fn, train: bool = True, checkpointing: bool = False, channels_l
     g.train(train)
     runs = {}
     for pattern in (False, True):
-        runs[pattern] = _steps(copy.deepcopy(g), copy.deepcopy(d), sem, image, pattern, channels_last)
+        on_device = (copy.deepcopy(g).to(device), copy.deepcopy(d).to(device), sem.to(device), image.to(device))
+        runs[pattern] = {k: v.cpu() for k, v in _steps(*on_device, pattern, channels_last).items()}
     exact = _steps(copy.deepcopy(g).double(), copy.deepcopy(d).double(), sem.double(), image.double(), False)
     assert_matches(runs[True], runs[False], exact, REL)
     return g, sem
@@ -145,9 +149,11 @@ def test_other_norms_and_kernel_5(norm):
     _compare(lambda g: _real(g, offset=1), param_free_norm=norm, spade_kernel_size=5, spectral_norm=False)
 
 
-def test_bf16_autocast_forward_as_close_to_float32_as_dense():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+def test_bf16_autocast_forward_as_close_to_float32_as_dense(device, full_fp32):
     g, _ = _nets()
-    sem = _real(g, 2, offset=3)
+    g = g.to(device)
+    sem = _real(g, 2, offset=3).to(device)
     g.pattern_spade = False
     reference = g(sem)
     reference.sum().backward()
@@ -157,7 +163,7 @@ def test_bf16_autocast_forward_as_close_to_float32_as_dense():
     for pattern in (False, True):
         g.zero_grad(set_to_none=True)
         g.pattern_spade = pattern
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             out = g(sem)
         out.float().sum().backward()
         grad = g.head_0.norm_0.mlp_gamma.weight.grad
@@ -165,6 +171,15 @@ def test_bf16_autocast_forward_as_close_to_float32_as_dense():
     scale, grad_scale = reference.abs().max().item(), reference_grad.abs().max().item()
     assert errors[True][0] <= 2 * errors[False][0] + 1e-2 * scale, errors
     assert errors[True][1] <= 2 * errors[False][1] + 1e-2 * grad_scale, errors
+
+
+@requires_cuda
+@pytest.mark.parametrize("case", ["real", "noise", "eval", "channels_last"])
+def test_cuda_steps_match(case, full_fp32):
+    """The same generator and discriminator steps on a GPU: per pattern vs dense there, float64 on the CPU."""
+    sem_fn = _noise if case == "noise" else (lambda g: _real(g, offset=2))
+    g, sem = _compare(sem_fn, train=case != "eval", channels_last=case == "channels_last", device="cuda")
+    assert g.label_layout(sem.cuda()).plan(SIZE, 3).sparse == (case != "noise")
 
 
 def test_soft_or_differentiable_semantics_stay_dense():
