@@ -4,12 +4,13 @@
 # then the training-step benchmark (fp32 and bf16, with the "floor" bound) and the inference
 # benchmark on CUDA. Logs go to $OUT when it is set (the device tool's folder that comes back).
 #
-# The device image has torch but not diffusers: carry it (and importlib-metadata) as wheels, e.g.
+# The device image has torch (2.11), safetensors and huggingface_hub but not diffusers: carry it and
+# importlib-metadata as wheels (diffusers 0.42.1 needs huggingface_hub >= 1.32; the image had 1.33):
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl diffusers importlib-metadata zipp
+#       --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib-metadata
 # and run, carrying .whl:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && \
 #       PYTHONPATH=/tmp/site:. bash benchmarks/cuda_check.sh
 # Not yet run on a GPU (no session has been lent one since it was written); the dense ADE20K training
 # rows take longest: `QUICK=1` runs only the tests and the landscape row.
