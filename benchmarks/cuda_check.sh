@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the fast paths, as one script for a session that is lent a CUDA machine:
-# the CUDA exactness tests (per-pattern training steps vs dense, fast inference vs plain, bf16),
+# the CUDA exactness tests (per-pattern training steps vs dense, fast inference vs plain, bf16 and fp16),
 # then the training-step benchmark (fp32 and bf16, with the "floor" bound) and the inference
 # benchmark on CUDA. Logs go to $OUT when it is set (the device tool's folder that comes back).
 #

@@ -13,6 +13,7 @@ import torch
 
 # The same comparisons on a GPU, where one is present.
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
 
 
 def assert_matches(got: dict, expected: dict, truth: dict, rel: float) -> None:

@@ -24,7 +24,7 @@ from spade_core.fast import FastSPADEGenerator, optimize_generator
 from spade_core.hub.nvlabs import convert_nvlabs_checkpoint
 from spade_core.models import SPADEGenerator
 from spade_core.segmap import one_hot_semantics
-from exactness import requires_cuda
+from exactness import DEVICES, requires_cuda
 
 TESTS = Path(__file__).resolve().parent
 NVLABS = TESTS / "fixtures" / "nvlabs"
@@ -280,7 +280,7 @@ def test_cuda_matches_plain_on_real_layouts(preset, size, full_fp32):
     _compare(generator, _coco_layouts(generator, size, 3).cuda())
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype, slack", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
 def test_low_precision(device, dtype, slack, full_fp32):
     # Few classes: the plain path's float16 convolutions are very slow on CPU.

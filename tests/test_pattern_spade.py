@@ -26,7 +26,7 @@ from spade_core.models.normalization import SPADE
 from spade_core.models.patterns import LabelLayout, _TapProducts, make_plan, modulate, norm_modulate
 from spade_core.segmap import one_hot_semantics
 from spade_core.train.steps import LossSettings, discriminator_losses, generator_losses
-from exactness import assert_matches, requires_cuda
+from exactness import DEVICES, assert_matches, requires_cuda
 
 DATA = Path(__file__).resolve().parent / "data" / "coco_stuff_sample"
 LABELS = sorted((DATA / "train_label").glob("*.png"))
@@ -149,7 +149,7 @@ def test_other_norms_and_kernel_5(norm):
     _compare(lambda g: _real(g, offset=1), param_free_norm=norm, spade_kernel_size=5, spectral_norm=False)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_as_close_to_float32_as_dense(device, dtype, full_fp32):
     """Under bf16 and fp16 autocast the per-pattern output and a SPADE weight's gradient are as close

@@ -302,9 +302,10 @@ TRANSPOSE_BLOCK = 64
 def _transpose_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``out`` (C, R) = ``src`` (R, C) transposed (cast to out's dtype), copied in blocks of rows on
     the CPU (in one copy elsewhere: there each block would be a kernel launch)."""
-    block = TRANSPOSE_BLOCK if src.device.type == "cpu" else max(1, src.shape[0])
-    for start in range(0, src.shape[0], block):
-        out[:, start:start + block].copy_(src[start:start + block].t())
+    if src.device.type != "cpu":
+        return out.copy_(src.t())
+    for start in range(0, src.shape[0], TRANSPOSE_BLOCK):
+        out[:, start:start + TRANSPOSE_BLOCK].copy_(src[start:start + TRANSPOSE_BLOCK].t())
     return out
 
 
